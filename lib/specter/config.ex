@@ -1,0 +1,286 @@
+defmodule Specter.Config do
+  @moduledoc """
+  The options of one Specter instance, as given to `Specter.init/1`.
+
+  Options are read from the `:specter` application environment first, then from the
+  keyword list passed to `Specter.init/1`, which wins.
+
+  | option | default | meaning |
+  |---|---|---|
+  | `:ice_servers` | `[]` | STUN/TURN servers: URL strings, or maps with `:urls` (one or a list), `:username`, `:credential` |
+  | `:loopback_only` | `false` | bind 127.0.0.1 only, refuse datagrams to any other address, never resolve a host name |
+  | `:bind_addresses` | `[]` | IP addresses (strings or tuples) to gather host candidates on; `[]` means every non-loopback IPv4 interface |
+  | `:interfaces` | `[]` | interface names (e.g. `"eth0"`); their addresses are added to `:bind_addresses` |
+  | `:udp_port_range` | `nil` | `{min, max}`: ports each connection binds from |
+  | `:mdns` | `:disabled` | `:disabled`, `:query_only` or `:query_and_gather` |
+  | `:socket_buffer_size` | `4_194_304` | `SO_RCVBUF`/`SO_SNDBUF` of every UDP socket, bytes (`0` = kernel default) |
+  | `:driver_wakeup` | `true` | let a received datagram cut the connection driver's sleep short (setup in ~3 ms instead of ~600 ms) |
+  | `:ice_disconnected_timeout` | `nil` (5 s) | ms without traffic before ICE reports `:disconnected` |
+  | `:ice_failed_timeout` | `nil` (25 s) | ms after `:disconnected` before ICE reports `:failed` |
+  | `:ice_keepalive_interval` | `nil` (2 s) | ms between ICE keepalives |
+  | `:ice_prflx_acceptance_wait` | `0` | ms ICE waits before nominating a peer-reflexive pair (webrtc-rs waits 1 s by default, which stalls setup whenever a check beats the trickled candidate) |
+  | `:data_channel_send_buffer_limit` | `16_777_216` | bytes a data channel may have queued and unacknowledged before `send` answers `{:error, :buffer_full}` |
+
+  ## Examples
+
+      iex> {:ok, config} = Specter.Config.new(ice_servers: ["stun:stun.l.google.com:19302"])
+      iex> config.ice_servers
+      [%{urls: ["stun:stun.l.google.com:19302"], username: nil, credential: nil}]
+
+      iex> Specter.Config.new(mdns: :sometimes)
+      {:error, {:invalid_option, :mdns}}
+  """
+
+  @type ice_server :: %{
+          urls: [String.t()],
+          username: String.t() | nil,
+          credential: String.t() | nil
+        }
+
+  @type t :: %__MODULE__{
+          ice_servers: [ice_server()],
+          loopback_only: boolean(),
+          bind_addresses: [String.t()],
+          interfaces: [String.t()],
+          udp_port_range: {1..65_535, 1..65_535} | nil,
+          mdns: :disabled | :query_only | :query_and_gather,
+          socket_buffer_size: non_neg_integer(),
+          driver_wakeup: boolean(),
+          ice_disconnected_timeout: pos_integer() | nil,
+          ice_failed_timeout: pos_integer() | nil,
+          ice_keepalive_interval: pos_integer() | nil,
+          ice_prflx_acceptance_wait: non_neg_integer() | nil,
+          data_channel_send_buffer_limit: pos_integer()
+        }
+
+  defstruct ice_servers: [],
+            loopback_only: false,
+            bind_addresses: [],
+            interfaces: [],
+            udp_port_range: nil,
+            mdns: :disabled,
+            socket_buffer_size: 4 * 1024 * 1024,
+            driver_wakeup: true,
+            ice_disconnected_timeout: nil,
+            ice_failed_timeout: nil,
+            ice_keepalive_interval: nil,
+            ice_prflx_acceptance_wait: 0,
+            data_channel_send_buffer_limit: 16 * 1024 * 1024
+
+  @keys [
+    :ice_servers,
+    :loopback_only,
+    :bind_addresses,
+    :interfaces,
+    :udp_port_range,
+    :mdns,
+    :socket_buffer_size,
+    :driver_wakeup,
+    :ice_disconnected_timeout,
+    :ice_failed_timeout,
+    :ice_keepalive_interval,
+    :ice_prflx_acceptance_wait,
+    :data_channel_send_buffer_limit
+  ]
+
+  @doc """
+  Builds and validates a configuration from the application environment and `opts`.
+
+  Returns `{:error, {:invalid_option, key}}` for an unknown key or a bad value.
+
+      iex> {:ok, config} = Specter.Config.new(loopback_only: true, udp_port_range: {40_000, 40_100})
+      iex> {config.loopback_only, config.udp_port_range}
+      {true, {40_000, 40_100}}
+
+      iex> Specter.Config.new(colour: :blue)
+      {:error, {:invalid_option, :colour}}
+  """
+  @spec new(keyword()) :: {:ok, t()} | {:error, {:invalid_option, atom()}}
+  def new(opts \\ [])
+
+  def new(opts) when is_list(opts) do
+    env = Application.get_all_env(:specter) |> Keyword.take(@keys)
+
+    if Keyword.keyword?(opts) do
+      Enum.reduce_while(Keyword.merge(env, opts), {:ok, %__MODULE__{}}, fn {key, value},
+                                                                           {:ok, acc} ->
+        case put(acc, key, value) do
+          {:ok, acc} -> {:cont, {:ok, acc}}
+          :error -> {:halt, {:error, {:invalid_option, key}}}
+        end
+      end)
+      |> finish()
+    else
+      {:error, {:invalid_argument, :options}}
+    end
+  end
+
+  def new(_opts), do: {:error, {:invalid_argument, :options}}
+
+  @doc """
+  Normalizes a list of ICE servers (URL strings or maps) to maps with `:urls`,
+  `:username` and `:credential`.
+
+      iex> Specter.Config.normalize_ice_servers(["stun:127.0.0.1:3478", %{"urls" => "turn:127.0.0.1", "username" => "u", "credential" => "p"}])
+      {:ok, [%{urls: ["stun:127.0.0.1:3478"], username: nil, credential: nil}, %{urls: ["turn:127.0.0.1"], username: "u", credential: "p"}]}
+  """
+  @spec normalize_ice_servers(term()) :: {:ok, [ice_server()]} | :error
+  def normalize_ice_servers(servers) when is_list(servers) do
+    Enum.reduce_while(servers, {:ok, []}, fn server, {:ok, acc} ->
+      case ice_server(server) do
+        {:ok, s} -> {:cont, {:ok, [s | acc]}}
+        :error -> {:halt, :error}
+      end
+    end)
+    |> case do
+      {:ok, list} -> {:ok, Enum.reverse(list)}
+      :error -> :error
+    end
+  end
+
+  def normalize_ice_servers(_), do: :error
+
+  defp ice_server(url) when is_binary(url), do: ice_server(%{urls: [url]})
+
+  defp ice_server(%{} = map) do
+    get = fn key -> Map.get(map, key, Map.get(map, Atom.to_string(key))) end
+    urls = get.(:urls)
+    urls = if is_binary(urls), do: [urls], else: urls
+    username = get.(:username)
+    credential = get.(:credential)
+
+    if is_list(urls) and urls != [] and Enum.all?(urls, &url?/1) and
+         (is_nil(username) or is_binary(username)) and
+         (is_nil(credential) or is_binary(credential)) do
+      {:ok, %{urls: urls, username: username, credential: credential}}
+    else
+      :error
+    end
+  end
+
+  defp ice_server(_), do: :error
+
+  defp url?(url), do: is_binary(url) and String.match?(url, ~r/^(stun|stuns|turn|turns):/)
+
+  defp put(acc, :ice_servers, value) do
+    with {:ok, servers} <- normalize_ice_servers(value), do: {:ok, %{acc | ice_servers: servers}}
+  end
+
+  defp put(acc, key, value)
+       when key in [:loopback_only, :driver_wakeup] and is_boolean(value),
+       do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, :bind_addresses, value) when is_list(value) do
+    value
+    |> Enum.map(&ip_string/1)
+    |> Enum.reduce_while({:ok, []}, fn
+      {:ok, ip}, {:ok, ips} -> {:cont, {:ok, [ip | ips]}}
+      :error, _ -> {:halt, :error}
+    end)
+    |> case do
+      {:ok, ips} ->
+        {:ok, %{acc | bind_addresses: Enum.uniq(acc.bind_addresses ++ Enum.reverse(ips))}}
+
+      :error ->
+        :error
+    end
+  end
+
+  defp put(acc, :interfaces, value) when is_list(value) do
+    if Enum.all?(value, &is_binary/1) do
+      {:ok, %{acc | interfaces: value}}
+    else
+      :error
+    end
+  end
+
+  defp put(acc, :udp_port_range, nil), do: {:ok, %{acc | udp_port_range: nil}}
+
+  defp put(acc, :udp_port_range, {lo, hi} = range)
+       when is_integer(lo) and is_integer(hi) and lo in 1..65_535 and hi in 1..65_535 and lo <= hi,
+       do: {:ok, %{acc | udp_port_range: range}}
+
+  defp put(acc, :mdns, value) when value in [:disabled, :query_only, :query_and_gather],
+    do: {:ok, %{acc | mdns: value}}
+
+  defp put(acc, key, value)
+       when key in [:socket_buffer_size] and is_integer(value) and value >= 0 and
+              value <= 1_073_741_824,
+       do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, key, value)
+       when key in [:data_channel_send_buffer_limit] and is_integer(value) and value > 0,
+       do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, key, value)
+       when key in [:ice_disconnected_timeout, :ice_failed_timeout, :ice_keepalive_interval] and
+              (is_nil(value) or (is_integer(value) and value > 0 and value < 86_400_000)),
+       do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, :ice_prflx_acceptance_wait, value)
+       when is_nil(value) or (is_integer(value) and value >= 0 and value < 86_400_000),
+       do: {:ok, %{acc | ice_prflx_acceptance_wait: value}}
+
+  defp put(_acc, _key, _value), do: :error
+
+  defp finish({:ok, config}) do
+    with {:ok, config} <- resolve_interfaces(config) do
+      if config.loopback_only and not Enum.all?(config.bind_addresses, &loopback?/1) do
+        {:error, {:invalid_option, :bind_addresses}}
+      else
+        {:ok, config}
+      end
+    end
+  end
+
+  defp finish(error), do: error
+
+  defp resolve_interfaces(%{interfaces: []} = config), do: {:ok, config}
+
+  defp resolve_interfaces(%{interfaces: names} = config) do
+    {:ok, ifaddrs} = :inet.getifaddrs()
+    by_name = Map.new(ifaddrs, fn {name, props} -> {List.to_string(name), props} end)
+
+    Enum.reduce_while(names, {:ok, config.bind_addresses}, fn name, {:ok, acc} ->
+      case Map.fetch(by_name, name) do
+        {:ok, props} ->
+          ips = for {:addr, addr} <- props, not link_local?(addr), do: ip_to_string(addr)
+          {:cont, {:ok, acc ++ ips}}
+
+        :error ->
+          {:halt, :error}
+      end
+    end)
+    |> case do
+      {:ok, ips} -> {:ok, %{config | bind_addresses: Enum.uniq(ips)}}
+      :error -> {:error, {:invalid_option, :interfaces}}
+    end
+  end
+
+  defp loopback?(ip) do
+    case :inet.parse_address(String.to_charlist(ip)) do
+      {:ok, {127, _, _, _}} -> true
+      {:ok, {0, 0, 0, 0, 0, 0, 0, 1}} -> true
+      _ -> false
+    end
+  end
+
+  defp link_local?({0xFE80, _, _, _, _, _, _, _}), do: true
+  defp link_local?({169, 254, _, _}), do: true
+  defp link_local?(_), do: false
+
+  defp ip_string(ip) when is_tuple(ip) do
+    if :inet.is_ip_address(ip), do: {:ok, ip_to_string(ip)}, else: :error
+  end
+
+  defp ip_string(ip) when is_binary(ip) do
+    case :inet.parse_strict_address(String.to_charlist(ip)) do
+      {:ok, addr} -> {:ok, ip_to_string(addr)}
+      _ -> :error
+    end
+  end
+
+  defp ip_string(_), do: :error
+
+  defp ip_to_string(addr), do: addr |> :inet.ntoa() |> List.to_string()
+end

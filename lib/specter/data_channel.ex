@@ -1,0 +1,182 @@
+defmodule Specter.DataChannel do
+  @moduledoc """
+  RTCDataChannels of a peer connection.
+
+  A channel is named by a UUID. Channels the remote peer opens are announced to the
+  connection's owner as `{:data_channel, pc, dc}`; channels created with `create/4` are
+  answered with `{:data_channel_created, pc, dc}`. The owner then receives the channel's
+  events, `t:event_t/0`:
+
+    * `{:data_channel_open, dc}` - the channel can send
+    * `{:data_channel_message, dc, {:text, binary}}` or `{:data_channel_message, dc, {:binary, binary}}`
+    * `{:data_channel_buffered_amount_low, dc}`
+    * `{:data_channel_error, dc, reason}` - a send or close failed
+    * `{:data_channel_closing, dc}`, then `{:data_channel_close, dc}`
+
+  ## Example
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc_a} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, pc_b} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc_a, "chat")
+      iex> assert_receive {:data_channel_created, ^pc_a, ^dc}
+      iex> :ok = Specter.PeerConnection.create_offer(specter, pc_a)
+      iex> assert_receive {:offer, ^pc_a, offer}
+      iex> :ok = Specter.PeerConnection.set_local_description(specter, pc_a, offer)
+      iex> :ok = Specter.PeerConnection.set_remote_description(specter, pc_b, offer)
+      iex> :ok = Specter.PeerConnection.create_answer(specter, pc_b)
+      iex> assert_receive {:answer, ^pc_b, answer}
+      iex> :ok = Specter.PeerConnection.set_local_description(specter, pc_b, answer)
+      iex> :ok = Specter.PeerConnection.set_remote_description(specter, pc_a, answer)
+      iex> :ok = Specter.PeerConnection.await_connected(specter, [pc_a, pc_b])
+      iex> assert_receive {:data_channel_open, ^dc}, 5_000
+      iex> assert_receive {:data_channel, ^pc_b, remote}, 5_000
+      iex> :ok = Specter.DataChannel.send_text(specter, dc, "hello")
+      iex> assert_receive {:data_channel_message, ^remote, {:text, "hello"}}, 5_000
+      iex> :ok = Specter.DataChannel.send(specter, remote, <<1, 2, 3>>)
+      iex> assert_receive {:data_channel_message, ^dc, {:binary, <<1, 2, 3>>}}, 5_000
+  """
+
+  alias Specter.Native
+
+  @typedoc "A data channel, named by a UUID."
+  @type t() :: Specter.uuid()
+
+  @typedoc "`RTCDataChannelInit` options."
+  @type init_option() ::
+          {:ordered, boolean()}
+          | {:max_retransmits, non_neg_integer()}
+          | {:max_packet_life_time, non_neg_integer()}
+          | {:protocol, String.t()}
+          | {:negotiated, boolean()}
+          | {:id, non_neg_integer()}
+
+  @typedoc "Ready state of a channel."
+  @type ready_state_t() :: :connecting | :open | :closing | :closed
+
+  @typedoc "Message sent to the owner of a channel's connection."
+  @type event_t() ::
+          {:data_channel_open, t()}
+          | {:data_channel_message, t(), {:text | :binary, binary()}}
+          | {:data_channel_buffered_amount_low, t()}
+          | {:data_channel_error, t(), Specter.error()}
+          | {:data_channel_closing, t()}
+          | {:data_channel_close, t()}
+
+  @init_keys [:ordered, :max_retransmits, :max_packet_life_time, :protocol, :negotiated, :id]
+
+  @doc """
+  Creates a data channel on a connection and returns its handle at once. The caller gets
+  `{:data_channel_created, pc, dc}` when webrtc-rs has created it (or
+  `{:create_data_channel_error, pc, reason}`); the owner gets `{:data_channel_open, dc}`
+  once it can send.
+
+  Options are `RTCDataChannelInit`'s: `ordered` (default `true`), `max_retransmits` or
+  `max_packet_life_time` (ms) for partial reliability, `protocol`, and `negotiated: true`
+  with an `id` for a channel both sides create out-of-band.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "telemetry", ordered: false, max_retransmits: 0)
+      iex> assert_receive {:data_channel_created, ^pc, ^dc}
+      iex> {:ok, %{label: "telemetry", ordered: false, max_retransmits: 0}} = Specter.DataChannel.info(specter, dc)
+      iex> Specter.DataChannel.create(specter, pc, "both", max_retransmits: 1, max_packet_life_time: 10)
+      {:error, {:invalid_option, :max_retransmits}}
+  """
+  @spec create(Specter.t(), Specter.PeerConnection.t(), String.t(), [init_option()]) ::
+          {:ok, t()} | {:error, Specter.error()}
+  def create(specter, pc, label, opts \\ []) do
+    with {:ok, init} <- init_options(opts) do
+      Native.dc_create(Specter.native(specter), pc, label, init, false)
+    end
+  end
+
+  @doc """
+  Sends a binary message. Returns `{:error, {:invalid_state, "connecting"}}` before the
+  channel opens and `{:error, :buffer_full}` when more than the instance's
+  `:data_channel_send_buffer_limit` is waiting to be sent.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> Specter.DataChannel.send(specter, "6a2f5d8e-1c3b-4e7f-9a0d-2b4c6e8f0a1c", "hi")
+      {:error, :not_found}
+  """
+  @spec send(Specter.t(), t(), binary()) :: :ok | {:error, Specter.error()}
+  def send(specter, dc, data) when is_binary(data),
+    do: Native.dc_send(Specter.native(specter), dc, data, false)
+
+  def send(_specter, _dc, _data), do: {:error, {:invalid_argument, :data}}
+
+  @doc """
+  Sends a text message (UTF-8).
+
+      iex> {:ok, specter} = Specter.init()
+      iex> Specter.DataChannel.send_text(specter, "6a2f5d8e-1c3b-4e7f-9a0d-2b4c6e8f0a1c", <<255>>)
+      {:error, :not_found}
+  """
+  @spec send_text(Specter.t(), t(), String.t()) :: :ok | {:error, Specter.error()}
+  def send_text(specter, dc, text) when is_binary(text),
+    do: Native.dc_send(Specter.native(specter), dc, text, true)
+
+  def send_text(_specter, _dc, _text), do: {:error, {:invalid_argument, :data}}
+
+  @doc """
+  Closes the channel after the messages already queued are sent. The owner gets
+  `{:data_channel_close, dc}` when it is closed.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> Specter.DataChannel.close(specter, "not-a-channel")
+      {:error, :not_found}
+  """
+  @spec close(Specter.t(), t()) :: :ok | {:error, Specter.error()}
+  def close(specter, dc), do: Native.dc_close(Specter.native(specter), dc)
+
+  @doc """
+  The channel's ready state.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "chat")
+      iex> Specter.DataChannel.ready_state(specter, dc)
+      {:ok, :connecting}
+  """
+  @spec ready_state(Specter.t(), t()) :: {:ok, ready_state_t()} | {:error, Specter.error()}
+  def ready_state(specter, dc), do: Native.dc_ready_state(Specter.native(specter), dc)
+
+  @doc """
+  What the channel was created with: `:label`, `:protocol`, `:ordered`, `:negotiated`,
+  `:id` (the SCTP stream id, known for negotiated channels), `:max_retransmits`,
+  `:max_packet_life_time`, and its `:peer_connection`.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "control", negotiated: true, id: 7, protocol: "json")
+      iex> {:ok, info} = Specter.DataChannel.info(specter, dc)
+      iex> {info.label, info.protocol, info.negotiated, info.id, info.peer_connection == pc}
+      {"control", "json", true, 7, true}
+  """
+  @spec info(Specter.t(), t()) :: {:ok, map()} | {:error, Specter.error()}
+  def info(specter, dc), do: Native.dc_info(Specter.native(specter), dc)
+
+  defp init_options(opts) when is_list(opts) do
+    Enum.reduce_while(opts, {:ok, %{}}, fn
+      {key, value}, {:ok, acc} when key in @init_keys ->
+        if valid_init?(key, value),
+          do: {:cont, {:ok, Map.put(acc, key, value)}},
+          else: {:halt, {:error, {:invalid_option, key}}}
+
+      {key, _}, _ when is_atom(key) ->
+        {:halt, {:error, {:invalid_option, key}}}
+
+      _, _ ->
+        {:halt, {:error, {:invalid_argument, :options}}}
+    end)
+  end
+
+  defp init_options(_), do: {:error, {:invalid_argument, :options}}
+
+  defp valid_init?(key, v) when key in [:ordered, :negotiated], do: is_boolean(v)
+  defp valid_init?(:protocol, v), do: is_binary(v) and byte_size(v) <= 65_535
+
+  defp valid_init?(key, v) when key in [:max_retransmits, :max_packet_life_time, :id],
+    do: is_integer(v) and v >= 0 and v <= 65_535
+end

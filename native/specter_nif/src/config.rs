@@ -1,0 +1,114 @@
+//! `%Specter.Config{}`: the options of one Specter instance, validated in Elixir.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rustler::{NifMap, NifStruct, NifUnitEnum};
+use webrtc::peer_connection::{RTCIceServer, SettingEngine, SettingEngineBuilder};
+
+use crate::runtime::NetPolicy;
+
+#[derive(Debug, Clone, NifMap)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
+pub enum Mdns {
+    Disabled,
+    QueryOnly,
+    QueryAndGather,
+}
+
+/// Mirror of `%Specter.Config{}` (see lib/specter/config.ex for the meaning of every field).
+#[derive(Debug, Clone, NifStruct)]
+#[module = "Specter.Config"]
+pub struct Config {
+    pub ice_servers: Vec<IceServer>,
+    pub loopback_only: bool,
+    pub bind_addresses: Vec<String>,
+    pub interfaces: Vec<String>,
+    pub udp_port_range: Option<(u16, u16)>,
+    pub mdns: Mdns,
+    pub socket_buffer_size: usize,
+    pub driver_wakeup: bool,
+    pub ice_disconnected_timeout: Option<u64>,
+    pub ice_failed_timeout: Option<u64>,
+    pub ice_keepalive_interval: Option<u64>,
+    pub ice_prflx_acceptance_wait: Option<u64>,
+    pub data_channel_send_buffer_limit: usize,
+}
+
+impl Config {
+    pub fn net_policy(&self) -> Arc<NetPolicy> {
+        Arc::new(NetPolicy {
+            socket_buffer: self.socket_buffer_size,
+            loopback_only: self.loopback_only,
+            driver_wakeup: self.driver_wakeup,
+        })
+    }
+
+    pub fn rtc_ice_servers(&self) -> Vec<RTCIceServer> {
+        self.ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Whether any address the connections bind is a loopback address.
+    fn binds_loopback(&self) -> bool {
+        self.loopback_only
+            || self.bind_addresses.iter().any(|a| {
+                a.parse::<std::net::IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(false)
+            })
+    }
+
+    pub fn setting_engine(&self) -> SettingEngine {
+        let ms = |v: Option<u64>| v.map(Duration::from_millis);
+        let mdns = match self.mdns {
+            Mdns::Disabled => MulticastDnsMode::Disabled,
+            Mdns::QueryOnly => MulticastDnsMode::QueryOnly,
+            Mdns::QueryAndGather => MulticastDnsMode::QueryAndGather,
+        };
+        let mut builder = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(mdns)
+            .with_include_loopback_candidate(self.binds_loopback())
+            .with_prflx_acceptance_min_wait(ms(self.ice_prflx_acceptance_wait));
+        if self.ice_disconnected_timeout.is_some()
+            || self.ice_failed_timeout.is_some()
+            || self.ice_keepalive_interval.is_some()
+        {
+            builder = builder.with_ice_timeouts(
+                ms(self.ice_disconnected_timeout),
+                ms(self.ice_failed_timeout),
+                ms(self.ice_keepalive_interval),
+            );
+        }
+        builder.build()
+    }
+
+    /// The IP addresses connections bind, before a port is chosen.
+    pub fn bind_ips(&self) -> Vec<std::net::IpAddr> {
+        let parsed: Vec<std::net::IpAddr> = self
+            .bind_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if !parsed.is_empty() {
+            parsed
+        } else if self.loopback_only {
+            vec![std::net::IpAddr::from([127, 0, 0, 1])]
+        } else {
+            vec![std::net::IpAddr::from([0, 0, 0, 0])]
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Sending messages to Erlang processes from any thread.
+//!
+//! The async runtime answers callers and owners from its worker threads with a thread-local,
+//! reused `OwnedEnv`. `OwnedEnv::send_and_clear` panics on a scheduler thread, so a send
+//! attempted there (a destructor run by the garbage collector, say) is moved to the runtime.
+
+use std::cell::RefCell;
+
+use rustler::{Env, LocalPid, OwnedEnv, Term};
+
+use crate::runtime;
+
+thread_local! {
+    static ENV: RefCell<Option<OwnedEnv>> = const { RefCell::new(None) };
+}
+
+/// Sends the term `build` makes to `pid`. Never blocks, never panics; a dead pid is ignored.
+pub fn send<F>(pid: LocalPid, build: F)
+where
+    F: for<'a> FnOnce(Env<'a>) -> Term<'a> + Send + 'static,
+{
+    if rustler::thread::is_scheduler_thread() {
+        if let Ok(rt) = runtime::global() {
+            rt.spawn(async move { send_now(pid, build) });
+        }
+        return;
+    }
+    send_now(pid, build);
+}
+
+fn send_now<F>(pid: LocalPid, build: F)
+where
+    F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+{
+    ENV.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let env = slot.get_or_insert_with(OwnedEnv::new);
+            let _ = env.send_and_clear(&pid, build);
+        }
+        Err(_) => {
+            let mut env = OwnedEnv::new();
+            let _ = env.send_and_clear(&pid, build);
+        }
+    });
+}

@@ -1,0 +1,473 @@
+//! The tokio runtime shared by every Specter instance, and the `webrtc::runtime::Runtime`
+//! each peer connection is built with.
+//!
+//! This file has no rustler dependency: `bench/native_baseline` includes it verbatim so the
+//! pure-Rust baseline runs on exactly the socket settings and driver wake-ups the NIF uses.
+//!
+//! What the per-connection runtime adds to webrtc-rs 0.21.1's own tokio runtime:
+//!
+//! * **Socket buffers.** The library binds its UDP sockets with the kernel default buffers
+//!   (208 KiB on Linux), which drop bursts that SCTP then only recovers after a 1 s RTO. Every
+//!   socket gets `SO_RCVBUF`/`SO_SNDBUF` of `socket_buffer` bytes (4 MiB by default).
+//! * **Driver wake-up.** The connection driver produces some handshake packets (DTLS
+//!   ClientHello, SCTP INIT, DCEP OPEN) in its read phase, after its write phase already ran,
+//!   and then sleeps until the next ICE tick (~200 ms). A successful receive on one of the
+//!   connection's sockets sets a per-connection flag; the next `sleep` requested by a task the
+//!   library spawned for this connection returns at once, so the driver makes one more pass and
+//!   flushes what it produced. Sleeps from any other task are untouched.
+//! * **Loopback confinement.** With `loopback_only`, datagrams to any non-loopback address are
+//!   refused at the socket and host names are never resolved, so nothing but 127.0.0.1 / ::1
+//!   traffic can leave the process even if a STUN or TURN URL is configured.
+//! * **Idle nudge.** `nudge()` hands the driver one synthetic STUN Binding Indication, which it
+//!   answers by resuming SCTP streams parked by the data-channel read backlog limit (see
+//!   `UdpSocket::poll_recv`).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
+};
+
+/// Default `SO_RCVBUF` / `SO_SNDBUF` for every UDP socket: 4 MiB.
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+
+/// Effective receive buffer size of the most recently configured socket (bytes, as the kernel
+/// reports it), for diagnostics.
+pub static LAST_EFFECTIVE_RCVBUF: AtomicUsize = AtomicUsize::new(0);
+/// Datagrams refused because loopback confinement was on and the destination was not loopback.
+pub static REFUSED_SENDS: AtomicU64 = AtomicU64::new(0);
+/// Synthetic STUN indications injected by `nudge`.
+pub static NUDGES: AtomicU64 = AtomicU64::new(0);
+
+/// The process-wide tokio runtime, built on first use.
+///
+/// Worker count: `SPECTER_RUNTIME_THREADS` if set, else the number of available cores.
+pub fn global() -> Result<&'static tokio::runtime::Runtime, String> {
+    RUNTIME
+        .get_or_init(|| {
+            let threads = std::env::var("SPECTER_RUNTIME_THREADS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                });
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("specter-rt")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+/// Network policy shared by every connection of one Specter instance.
+#[derive(Debug, Clone)]
+pub struct NetPolicy {
+    /// `SO_RCVBUF` / `SO_SNDBUF` requested for every UDP socket, in bytes (0 = kernel default).
+    pub socket_buffer: usize,
+    /// Refuse datagrams to, and name resolution of, anything but loopback.
+    pub loopback_only: bool,
+    /// Let a receive cut the driver's next sleep short (see the module docs).
+    pub driver_wakeup: bool,
+}
+
+impl Default for NetPolicy {
+    fn default() -> Self {
+        Self {
+            socket_buffer: DEFAULT_SOCKET_BUFFER,
+            loopback_only: false,
+            driver_wakeup: true,
+        }
+    }
+}
+
+thread_local! {
+    /// The wake state of the connection whose library task this thread is polling, or 0.
+    static CURRENT_WAKE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Per-connection wake-up state shared by its runtime and sockets.
+#[derive(Debug, Default)]
+pub struct Wake {
+    /// Set by a successful receive; consumed by the next library sleep.
+    kicked: AtomicBool,
+    /// Synthetic datagrams waiting to be handed to the driver, keyed by the socket they
+    /// pretend to arrive on (None = any of this connection's sockets).
+    injected: Mutex<VecDeque<Vec<u8>>>,
+    /// Waker of a socket receive currently pending, so an injection is noticed at once.
+    recv_waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl Wake {
+    fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// Queue one synthetic STUN Binding Indication for the driver to read, and wake it.
+    ///
+    /// The driver treats any inbound datagram as a reason to resume SCTP streams that the
+    /// data-channel layer parked at its 256-message read backlog limit; at the end of a bulk
+    /// transfer the next real datagram is a keepalive seconds away. An indication needs no
+    /// answer and the ICE agent discards it after parsing.
+    pub fn nudge(&self) {
+        let mut msg = Vec::with_capacity(20);
+        msg.extend_from_slice(&0x0011u16.to_be_bytes()); // Binding Indication
+        msg.extend_from_slice(&0u16.to_be_bytes()); // no attributes
+        msg.extend_from_slice(&0x2112_A442u32.to_be_bytes()); // magic cookie
+        let tid = uuid::Uuid::new_v4();
+        msg.extend_from_slice(&tid.as_bytes()[..12]);
+        if let Ok(mut q) = self.injected.lock() {
+            if q.len() < 4 {
+                q.push_back(msg);
+                NUDGES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let waker = self.recv_waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The `webrtc::runtime::Runtime` of one peer connection.
+#[derive(Clone)]
+pub struct ConnRuntime {
+    handle: tokio::runtime::Handle,
+    policy: Arc<NetPolicy>,
+    wake: Arc<Wake>,
+}
+
+impl fmt::Debug for ConnRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnRuntime")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl ConnRuntime {
+    pub fn new(handle: tokio::runtime::Handle, policy: Arc<NetPolicy>) -> Self {
+        Self {
+            handle,
+            policy,
+            wake: Arc::new(Wake::default()),
+        }
+    }
+
+    /// The connection's wake state (for `nudge`).
+    pub fn wake(&self) -> Arc<Wake> {
+        Arc::clone(&self.wake)
+    }
+}
+
+/// A library task: records, for the duration of each poll, which connection it belongs to.
+struct Marked {
+    id: usize,
+    future: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Future for Marked {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT_WAKE.with(|c| c.set(self.0));
+            }
+        }
+        let this = self.get_mut();
+        let _restore = Restore(CURRENT_WAKE.with(|c| c.replace(this.id)));
+        this.future.as_mut().poll(cx)
+    }
+}
+
+struct TokioHandle(tokio::task::JoinHandle<()>);
+
+impl JoinHandle for TokioHandle {
+    fn detach(&self) {}
+
+    fn abort(&self) {
+        self.0.abort();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+fn is_loopback(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+fn confinement_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{what}: refused, Specter is confined to loopback"),
+    )
+}
+
+/// Sets `SO_RCVBUF`/`SO_SNDBUF`; when the kernel caps the request below what was asked (its
+/// `rmem_max`/`wmem_max`), retries with the privileged `*FORCE` variants, which succeed for
+/// root and fail harmlessly otherwise.
+fn size_buffers(sock: &std::net::UdpSocket, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_recv_buffer_size(bytes);
+    let _ = s.set_send_buffer_size(bytes);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = sock.as_raw_fd();
+        let want = libc_int(bytes);
+        if s.recv_buffer_size().unwrap_or(0) < bytes {
+            force(fd, SO_RCVBUFFORCE, want);
+        }
+        if s.send_buffer_size().unwrap_or(0) < bytes {
+            force(fd, SO_SNDBUFFORCE, want);
+        }
+    }
+    LAST_EFFECTIVE_RCVBUF.store(s.recv_buffer_size().unwrap_or(0), Ordering::Relaxed);
+}
+
+#[cfg(target_os = "linux")]
+const SO_RCVBUFFORCE: i32 = 33;
+#[cfg(target_os = "linux")]
+const SO_SNDBUFFORCE: i32 = 32;
+
+#[cfg(target_os = "linux")]
+fn libc_int(bytes: usize) -> i32 {
+    i32::try_from(bytes).unwrap_or(i32::MAX)
+}
+
+#[cfg(target_os = "linux")]
+fn force(fd: i32, opt: i32, value: i32) {
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 1;
+    // SAFETY: `fd` is a live socket owned by the caller for the duration of the call, and the
+    // option value is a plain `int` passed with its exact length.
+    unsafe {
+        setsockopt(
+            fd,
+            SOL_SOCKET,
+            opt,
+            &value as *const i32,
+            std::mem::size_of::<i32>() as u32,
+        );
+    }
+}
+
+impl Runtime for ConnRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        let marked = Marked {
+            id: self.wake.id(),
+            future,
+        };
+        Box::new(TokioHandle(self.handle.spawn(marked)))
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let local = socket.local_addr()?;
+        if self.policy.loopback_only && !is_loopback(&local.ip()) && !local.ip().is_unspecified() {
+            return Err(confinement_error(&format!("binding {local}")));
+        }
+        size_buffers(&socket, self.policy.socket_buffer);
+        let _guard = self.handle.enter();
+        let inner = TokioRuntime.wrap_udp_socket(socket)?;
+        Ok(Arc::new(UdpSocket {
+            inner,
+            wake: Arc::clone(&self.wake),
+            loopback_only: self.policy.loopback_only,
+        }))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        let _guard = self.handle.enter();
+        TokioRuntime.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        if self.policy.loopback_only && !is_loopback(&remote_addr.ip()) {
+            let err = confinement_error(&format!("connecting to {remote_addr}"));
+            return Box::pin(async move { Err(err) });
+        }
+        TokioRuntime.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        let loopback_only = self.policy.loopback_only;
+        Box::pin(async move {
+            if let Ok(addr) = host.parse::<SocketAddr>() {
+                if loopback_only && !is_loopback(&addr.ip()) {
+                    return Err(confinement_error(&format!("resolving {host}")));
+                }
+                return Ok(vec![addr]);
+            }
+            if loopback_only {
+                // Never send a DNS query; only the name that means loopback by definition.
+                return match host.rsplit_once(':') {
+                    Some(("localhost", port)) => {
+                        let port: u16 = port
+                            .parse()
+                            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "port"))?;
+                        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+                    }
+                    _ => Err(confinement_error(&format!("resolving {host}"))),
+                };
+            }
+            tokio::net::lookup_host(host).await.map(|it| it.collect())
+        })
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if self.policy.driver_wakeup
+            && !duration.is_zero()
+            && CURRENT_WAKE.with(|c| c.get()) == self.wake.id()
+            && self.wake.kicked.swap(false, Ordering::AcqRel)
+        {
+            return Box::pin(std::future::ready(()));
+        }
+        let _guard = self.handle.enter();
+        Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        let _guard = self.handle.enter();
+        TokioRuntime.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        futures::executor::block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(tokio::task::yield_now())
+    }
+
+    fn name(&self) -> &'static str {
+        "specter"
+    }
+}
+
+/// A UDP socket that reports receives to the connection's wake state, hands the driver
+/// injected datagrams, and enforces loopback confinement on sends.
+struct UdpSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    wake: Arc<Wake>,
+    loopback_only: bool,
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl AsyncUdpSocket for UdpSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if self.loopback_only && !is_loopback(&transmit.destination.ip()) {
+            REFUSED_SENDS.fetch_add(1, Ordering::Relaxed);
+            return Poll::Ready(Err(confinement_error(&format!(
+                "sending to {}",
+                transmit.destination
+            ))));
+        }
+        self.inner.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        // A synthetic indication first, if one is queued and fits.
+        let injected = self
+            .wake
+            .injected
+            .lock()
+            .ok()
+            .and_then(|mut q| q.pop_front());
+        if let Some(msg) = injected {
+            if let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) {
+                if buf.len() >= msg.len() {
+                    buf[..msg.len()].copy_from_slice(&msg);
+                    let mut out = RecvMeta::default();
+                    out.len = msg.len();
+                    out.stride = msg.len();
+                    out.addr = SocketAddr::from(([0, 0, 0, 0], 0));
+                    *m = out;
+                    return Poll::Ready(Ok(1));
+                }
+            }
+        }
+        match self.inner.poll_recv(cx, bufs, meta) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.wake.kicked.store(true, Ordering::Release);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                if let Ok(mut w) = self.wake.recv_waker.lock() {
+                    match w.as_ref() {
+                        Some(old) if old.will_wake(cx.waker()) => {}
+                        _ => *w = Some(cx.waker().clone()),
+                    }
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
+}

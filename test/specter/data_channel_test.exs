@@ -1,0 +1,4 @@
+defmodule Specter.DataChannelTest do
+  use ExUnit.Case, async: true
+  doctest Specter.DataChannel
+end

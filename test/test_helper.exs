@@ -1,0 +1,1 @@
+ExUnit.start(assert_receive_timeout: 5_000)
