@@ -1,14 +1,15 @@
 defmodule Mix.Tasks.Compile.SpecterNif do
   @shortdoc "Builds Specter's native crate with cargo and installs it under priv/native"
   @moduledoc """
-  Builds `native/specter_nif` with cargo and installs the shared library as
-  `priv/native/libspecter_nif.so`, where `Specter.Native` loads it with
-  `:erlang.load_nif/2`.
+  Builds `native/specter_nif` (a member of the Cargo workspace in `native/`, with
+  `native/specter_core`) and installs the shared library as `priv/native/libspecter_nif.so`,
+  where `Specter.Native` loads it with `:erlang.load_nif/2`.
 
   hex.pm (and so the `rustler` Mix package) is not available, so this compiler replaces it.
-  It rebuilds only when the crate's content changes: a SHA-256 digest of `Cargo.toml`,
-  `Cargo.lock` and every file under `src/` (plus the build profile) is stored next to the
-  library, so touching a file without changing it does not trigger a build.
+  It rebuilds only when the crates' content changes: a SHA-256 digest of the workspace's
+  `Cargo.toml` and `Cargo.lock` and of every file of `specter_nif` and `specter_core` (plus
+  the build profile) is stored next to the library, so touching a file without changing it
+  does not trigger a build.
 
   Environment:
 
@@ -17,18 +18,19 @@ defmodule Mix.Tasks.Compile.SpecterNif do
     * `CARGO` - the cargo executable (default: `cargo` on `PATH`, then `~/.cargo/bin/cargo`)
 
   It works the same when Specter is a `path:` dependency: everything is resolved relative
-  to Specter's own `mix.exs`, and cargo's target directory stays inside the crate so every
-  Mix environment shares one build.
+  to Specter's own `mix.exs`, and cargo's target directory (`native/target`) stays inside
+  Specter so every Mix environment shares one build.
   """
   use Mix.Task.Compiler
 
-  @crate "native/specter_nif"
+  @workspace "native"
+  @crates ["specter_nif", "specter_core"]
   @lib "libspecter_nif"
 
   @impl Mix.Task.Compiler
   def run(_args) do
     root = Path.dirname(Mix.Project.project_file())
-    crate = Path.join(root, @crate)
+    crate = Path.join(root, @workspace)
     priv = Path.join(root, "priv/native")
     profile = System.get_env("SPECTER_NIF_PROFILE", "release")
     target = Path.join(priv, @lib <> ".so")
@@ -70,7 +72,7 @@ defmodule Mix.Tasks.Compile.SpecterNif do
 
   defp build(crate, profile, priv, target, digest_file, digest) do
     with {:ok, cargo} <- cargo() do
-      args = ["build", "--manifest-path", Path.join(crate, "Cargo.toml")]
+      args = ["build", "--manifest-path", Path.join(crate, "Cargo.toml"), "-p", "specter_nif"]
       args = if profile == "release", do: args ++ ["--release"], else: args
       Mix.shell().info("Compiling native crate specter_nif (#{profile}) with cargo")
 
@@ -92,7 +94,7 @@ defmodule Mix.Tasks.Compile.SpecterNif do
           :ok
 
         {_, status} ->
-          {:error, "cargo build of #{crate} failed with exit status #{status}"}
+          {:error, "cargo build of #{crate}/specter_nif failed with exit status #{status}"}
       end
     end
   end
@@ -123,7 +125,11 @@ defmodule Mix.Tasks.Compile.SpecterNif do
     files =
       ["Cargo.toml", "Cargo.lock"]
       |> Enum.map(&Path.join(crate, &1))
-      |> Enum.concat(Path.wildcard(Path.join(crate, "src/**/*")))
+      |> Enum.concat(
+        Enum.flat_map(@crates, fn c ->
+          [Path.join([crate, c, "Cargo.toml"]) | Path.wildcard(Path.join([crate, c, "src/**/*"]))]
+        end)
+      )
       |> Enum.filter(&File.regular?/1)
       |> Enum.sort()
 
@@ -140,7 +146,7 @@ defmodule Mix.Tasks.Compile.SpecterNif do
   defp diagnostic(message) do
     %Mix.Task.Compiler.Diagnostic{
       compiler_name: "specter_nif",
-      file: Path.join(File.cwd!(), @crate),
+      file: Path.join(File.cwd!(), @workspace),
       message: message,
       position: nil,
       severity: :error

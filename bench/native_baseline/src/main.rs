@@ -1,8 +1,7 @@
 //! Pure-Rust baseline for Specter's benchmarks.
 //!
 //! Two peer connections in one process negotiate over loopback with trickle ICE on the same
-//! webrtc-rs version, the same per-connection runtime (`native/specter_nif/src/runtime.rs`,
-//! included verbatim) and the same socket settings as the NIF, then:
+//! webrtc-rs version, the same per-connection runtime (`specter_core::runtime`) and the same socket settings as the NIF, then:
 //!
 //!   native_baseline setup [runs]                 time to connected / data channel open
 //!   native_baseline transfer <MiB> <msg_bytes>   ordered reliable bulk transfer, MB/s
@@ -12,10 +11,6 @@
 //! `SPECTER_SOCKET_BUFFER=<bytes>` sets the UDP buffers (0 = kernel default),
 //! `SPECTER_NUDGE=0` turns the idle nudge off, `SEND_BUFFER_LIMIT=<bytes>` the per-channel
 //! send buffer (default 4 MiB).
-
-#[path = "../../../native/specter_nif/src/runtime.rs"]
-#[allow(dead_code)]
-mod runtime;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +25,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry, SettingEngineBuilder,
 };
 
-use runtime::{ConnRuntime, NetPolicy, Wake};
+use specter_core::runtime::{self, ConnRuntime, NetPolicy, Wake};
 
 enum Ev {
     Candidate(RTCIceCandidateInit),
@@ -53,9 +48,19 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let _ = self.0.send(Ev::Channel(dc));
     }
-    async fn on_ice_connection_state_change(&self, state: webrtc::peer_connection::RTCIceConnectionState) {
+    async fn on_ice_connection_state_change(
+        &self,
+        state: webrtc::peer_connection::RTCIceConnectionState,
+    ) {
         if std::env::var("VERBOSE").is_ok() {
-            eprintln!("{:?} ice {state}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() % 100_000_000);
+            eprintln!(
+                "{:?} ice {state}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_micros()
+                    % 100_000_000
+            );
         }
     }
 }
@@ -93,7 +98,11 @@ async fn build(policy: Arc<NetPolicy>) -> Peer {
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
-        .with_prflx_acceptance_min_wait(if env_usize("PRFLX_WAIT0", 1) == 1 { Some(Duration::ZERO) } else { None })
+        .with_prflx_acceptance_min_wait(if env_usize("PRFLX_WAIT0", 1) == 1 {
+            Some(Duration::ZERO)
+        } else {
+            None
+        })
         .build();
     let rt = ConnRuntime::new(tokio::runtime::Handle::current(), policy);
     let wake = rt.wake();
@@ -134,10 +143,14 @@ async fn connect_pair() -> Pair {
     let mut b = build(policy).await;
     let dc_a = a.pc.create_data_channel("bench", None).await.expect("dc");
     let offer = a.pc.create_offer(None).await.expect("offer");
-    a.pc.set_local_description(offer.clone()).await.expect("sld");
+    a.pc.set_local_description(offer.clone())
+        .await
+        .expect("sld");
     b.pc.set_remote_description(offer).await.expect("srd");
     let answer = b.pc.create_answer(None).await.expect("answer");
-    b.pc.set_local_description(answer.clone()).await.expect("sld");
+    b.pc.set_local_description(answer.clone())
+        .await
+        .expect("sld");
     a.pc.set_remote_description(answer).await.expect("srd");
 
     let (mut a_conn, mut b_conn) = (false, false);
@@ -199,7 +212,12 @@ fn rusage_cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15, after the parenthesised command name.
     let rest = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 

@@ -7,7 +7,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rustler::{NifMap, NifStruct, NifUnitEnum};
 use webrtc::peer_connection::{RTCIceServer, SettingEngine, SettingEngineBuilder};
 
-use crate::runtime::NetPolicy;
+use specter_core::runtime::NetPolicy;
 
 #[derive(Debug, Clone, NifMap)]
 pub struct IceServer {

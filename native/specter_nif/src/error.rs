@@ -87,6 +87,17 @@ impl Error {
     }
 }
 
+impl From<specter_core::signalling::SignallingError> for Error {
+    fn from(err: specter_core::signalling::SignallingError) -> Self {
+        use specter_core::signalling::SignallingError as S;
+        match err {
+            S::InvalidSessionDescription => Error::InvalidSessionDescription,
+            S::InvalidSdp(d) => Error::InvalidSdp(d),
+            S::InvalidCandidate(d) => Error::InvalidCandidate(d),
+        }
+    }
+}
+
 impl From<WebrtcError> for Error {
     fn from(err: WebrtcError) -> Self {
         Error::from_webrtc(&err)

@@ -9,7 +9,6 @@ mod error;
 mod json;
 mod mailbox;
 mod peer_connection;
-mod runtime;
 mod specter;
 mod track_local_static_sample;
 

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use rustler::{Env, LocalPid, OwnedEnv, Term};
 
-use crate::runtime;
+use specter_core::runtime;
 
 thread_local! {
     static ENV: RefCell<Option<OwnedEnv>> = const { RefCell::new(None) };

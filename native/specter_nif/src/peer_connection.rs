@@ -34,8 +34,11 @@ use crate::data_channel;
 use crate::error::{encode_result, Error, NifResult};
 use crate::json;
 use crate::mailbox;
-use crate::runtime::{ConnRuntime, Wake};
 use crate::specter::{instance, lock, new_id, string_arg, Api, Instance};
+use specter_core::runtime::{ConnRuntime, Wake};
+use specter_core::signalling::{
+    self, applied_description_json, candidate_context, description_json,
+};
 
 /// Largest session description or candidate accepted, in bytes of JSON.
 pub const MAX_SIGNALLING_JSON: usize = 256 * 1024;
@@ -585,10 +588,6 @@ fn bool_opt(opts: Term<'_>, key: &str) -> NifResult<bool> {
     }
 }
 
-fn description_json(desc: &RTCSessionDescription) -> String {
-    serde_json::to_string(desc).unwrap_or_default()
-}
-
 #[rustler::nif]
 fn pc_create_offer<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, opts: Term<'a>) -> Term<'a> {
     let res = (|| {
@@ -642,95 +641,13 @@ fn pc_create_answer<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, opts: Ter
 /// Parses a session description given as JSON text or as a map with `type` and `sdp`.
 pub fn parse_description(term: Term<'_>) -> NifResult<RTCSessionDescription> {
     let value = json::term_to_value(term, MAX_SIGNALLING_JSON)?;
-    let obj = value.as_object().ok_or(Error::InvalidSessionDescription)?;
-    let typ = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or(Error::InvalidSessionDescription)?;
-    let sdp = obj.get("sdp").and_then(Value::as_str);
-    let parsed = match (typ, sdp) {
-        ("offer", Some(sdp)) => RTCSessionDescription::offer(sdp.to_owned()),
-        ("answer", Some(sdp)) => RTCSessionDescription::answer(sdp.to_owned()),
-        ("pranswer", Some(sdp)) => RTCSessionDescription::pranswer(sdp.to_owned()),
-        ("rollback", sdp) => RTCSessionDescription::rollback(sdp.map(str::to_owned)),
-        _ => return Err(Error::InvalidSessionDescription),
-    };
-    parsed.map_err(|e| match Error::from_webrtc(&e) {
-        Error::Webrtc(m) => Error::InvalidSdp(m),
-        other => other,
-    })
+    signalling::parse_description(&value).map_err(Error::from)
 }
 
-/// Parses an ICE candidate in the browser's `RTCIceCandidateInit` JSON (`candidate`, `sdpMid`,
-/// `sdpMLineIndex`, `usernameFragment`) or Specter 0.5's snake_case keys, as text or a map.
+/// Parses an ICE candidate given as JSON text or a map (see `signalling::parse_candidate`).
 pub fn parse_candidate(term: Term<'_>) -> NifResult<RTCIceCandidateInit> {
     let value = json::term_to_value(term, MAX_SIGNALLING_JSON)?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::InvalidCandidate("expected an object".into()))?;
-    let field = |camel: &str, snake: &str| {
-        obj.get(camel)
-            .filter(|v| !v.is_null())
-            .or_else(|| obj.get(snake).filter(|v| !v.is_null()))
-    };
-    let bad = |what: &str| Error::InvalidCandidate(format!("bad {what}"));
-    let candidate = field("candidate", "candidate")
-        .ok_or_else(|| Error::InvalidCandidate("missing candidate".into()))?
-        .as_str()
-        .ok_or_else(|| bad("candidate"))?
-        .to_owned();
-    let sdp_mid = match field("sdpMid", "sdp_mid") {
-        None => None,
-        Some(v) => Some(v.as_str().ok_or_else(|| bad("sdpMid"))?.to_owned()),
-    };
-    let sdp_mline_index = match field("sdpMLineIndex", "sdp_mline_index") {
-        None => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u16::try_from(n).ok())
-                .ok_or_else(|| bad("sdpMLineIndex"))?,
-        ),
-    };
-    let username_fragment = match field("usernameFragment", "username_fragment") {
-        None => None,
-        Some(v) => Some(
-            v.as_str()
-                .ok_or_else(|| bad("usernameFragment"))?
-                .to_owned(),
-        ),
-    };
-    if !candidate.is_empty() {
-        let body = candidate.strip_prefix("candidate:").unwrap_or(&candidate);
-        rtc::ice::candidate::unmarshal_candidate(body)
-            .map_err(|e| Error::InvalidCandidate(e.to_string()))?;
-    }
-    Ok(RTCIceCandidateInit {
-        candidate,
-        sdp_mid,
-        sdp_mline_index,
-        username_fragment,
-        url: None,
-    })
-}
-
-/// The first media section's mid and the ICE ufrag of a local description.
-fn candidate_context(sdp: &str) -> Option<(String, Option<String>)> {
-    let mut mid = None;
-    let mut ufrag = None;
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if mid.is_none() {
-            if let Some(m) = line.strip_prefix("a=mid:") {
-                mid = Some(m.to_owned());
-            }
-        }
-        if ufrag.is_none() {
-            if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
-                ufrag = Some(u.to_owned());
-            }
-        }
-    }
-    mid.map(|m| (m, ufrag))
+    signalling::parse_candidate(&value).map_err(Error::from)
 }
 
 #[rustler::nif]
@@ -824,32 +741,6 @@ fn pc_add_ice_candidate<'a>(
         Ok(atoms::ok())
     })();
     encode_result(env, res)
-}
-
-/// Serialized exactly as `RTCSessionDescription`: `{"type":...,"sdp":...}`.
-#[derive(serde::Serialize)]
-struct DescriptionJson<'a> {
-    #[serde(rename = "type")]
-    sdp_type: RTCSdpType,
-    sdp: &'a str,
-}
-
-/// JSON of a local description without the candidate lines webrtc-rs adds once it has
-/// gathered: the description as it was applied.
-fn applied_description_json(desc: &RTCSessionDescription) -> String {
-    if !desc.sdp.contains("a=candidate:") && !desc.sdp.contains("a=end-of-candidates") {
-        return description_json(desc);
-    }
-    let sdp: String = desc
-        .sdp
-        .split_inclusive('\n')
-        .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
-        .collect();
-    serde_json::to_string(&DescriptionJson {
-        sdp_type: desc.sdp_type,
-        sdp: &sdp,
-    })
-    .unwrap_or_default()
 }
 
 #[rustler::nif]

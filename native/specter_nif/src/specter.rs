@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::data_channel::DcHandle;
 use crate::error::{encode_result, Error, NifResult};
 use crate::peer_connection::PcHandle;
-use crate::runtime::{self, NetPolicy};
 use crate::track_local_static_sample::TrackEntry;
+use specter_core::runtime::{self, NetPolicy};
 
 /// Locks a mutex, recovering the data if a panic elsewhere poisoned it: every structure
 /// guarded here stays consistent between statements, so the data is still valid.

@@ -471,3 +471,18 @@ impl AsyncUdpSocket for UdpSocket {
         self.inner.max_gro_segments()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection_covers_v4_v6_and_mapped() {
+        assert!(is_loopback(&"127.0.0.1".parse().unwrap()));
+        assert!(is_loopback(&"127.8.9.10".parse().unwrap()));
+        assert!(is_loopback(&"::1".parse().unwrap()));
+        assert!(is_loopback(&"::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback(&"10.0.0.1".parse().unwrap()));
+        assert!(!is_loopback(&"::ffff:8.8.8.8".parse().unwrap()));
+    }
+}
