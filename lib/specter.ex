@@ -215,7 +215,8 @@ defmodule Specter do
   @doc """
   Figures of the runtime shared by every instance: `:workers` (OS threads), `:alive_tasks`,
   `:effective_socket_buffer` (bytes the kernel granted the last UDP socket),
-  `:refused_sends` (datagrams refused by loopback confinement) and `:nudges`.
+  `:refused_sends` and `:refused_resolutions` (datagrams and name resolutions refused by
+  loopback confinement) and `:nudges` (synthetic wake-ups of connection drivers).
 
       iex> {:ok, _specter} = Specter.init()
       iex> {:ok, %{workers: workers}} = Specter.runtime_info()

@@ -1,7 +1,6 @@
 defmodule SpecterTest do
   use ExUnit.Case, async: true
   doctest Specter
-  doctest Specter.Config
   doctest Specter.JSON
   doctest Specter.RtpCodecCapability
   doctest Specter.TrackLocalStaticSample

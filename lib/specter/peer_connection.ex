@@ -763,7 +763,8 @@ defmodule Specter.PeerConnection do
           ice_transport_policy: :all | :relay
         ) :: :ok | {:error, Specter.error()}
   def set_configuration(specter, pc, configuration) when is_list(configuration) do
-    with {:ok, servers} <- config_servers(configuration),
+    with :ok <- config_keys(configuration),
+         {:ok, servers} <- config_servers(configuration),
          {:ok, policy} <- config_policy(configuration) do
       Native.pc_set_configuration(Specter.native(specter), pc, servers, policy)
     end
@@ -772,10 +773,23 @@ defmodule Specter.PeerConnection do
   def set_configuration(_specter, _pc, _configuration),
     do: {:error, {:invalid_argument, :configuration}}
 
+  defp config_keys(configuration) do
+    if Keyword.keyword?(configuration) do
+      case Enum.find(configuration, fn {k, _} ->
+             k not in [:ice_servers, :ice_transport_policy]
+           end) do
+        nil -> :ok
+        {key, _} -> {:error, {:invalid_option, key}}
+      end
+    else
+      {:error, {:invalid_argument, :configuration}}
+    end
+  end
+
   defp config_servers(configuration) do
     case Keyword.fetch(configuration, :ice_servers) do
       :error ->
-        {:ok, []}
+        {:ok, nil}
 
       {:ok, servers} ->
         case Specter.Config.normalize_ice_servers(servers) do
@@ -786,8 +800,8 @@ defmodule Specter.PeerConnection do
   end
 
   defp config_policy(configuration) do
-    case Keyword.get(configuration, :ice_transport_policy, :all) do
-      policy when policy in [:all, :relay] -> {:ok, policy}
+    case Keyword.get(configuration, :ice_transport_policy) do
+      policy when policy in [nil, :all, :relay] -> {:ok, policy}
       _ -> {:error, {:invalid_option, :ice_transport_policy}}
     end
   end

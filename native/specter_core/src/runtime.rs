@@ -49,6 +49,8 @@ static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::ne
 pub static LAST_EFFECTIVE_RCVBUF: AtomicUsize = AtomicUsize::new(0);
 /// Datagrams refused because loopback confinement was on and the destination was not loopback.
 pub static REFUSED_SENDS: AtomicU64 = AtomicU64::new(0);
+/// Host names and addresses whose resolution loopback confinement refused.
+pub static REFUSED_RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
 /// Synthetic STUN indications injected by `nudge`.
 pub static NUDGES: AtomicU64 = AtomicU64::new(0);
 
@@ -335,6 +337,7 @@ impl Runtime for ConnRuntime {
         Box::pin(async move {
             if let Ok(addr) = host.parse::<SocketAddr>() {
                 if loopback_only && !is_loopback(&addr.ip()) {
+                    REFUSED_RESOLUTIONS.fetch_add(1, Ordering::Relaxed);
                     return Err(confinement_error(&format!("resolving {host}")));
                 }
                 return Ok(vec![addr]);
@@ -348,7 +351,10 @@ impl Runtime for ConnRuntime {
                             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "port"))?;
                         Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
                     }
-                    _ => Err(confinement_error(&format!("resolving {host}"))),
+                    _ => {
+                        REFUSED_RESOLUTIONS.fetch_add(1, Ordering::Relaxed);
+                        Err(confinement_error(&format!("resolving {host}")))
+                    }
                 };
             }
             tokio::net::lookup_host(host).await.map(|it| it.collect())

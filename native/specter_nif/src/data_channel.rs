@@ -102,8 +102,10 @@ fn attach(inst: &Arc<Instance>, handle: &Arc<DcHandle>, channel: Arc<dyn DataCha
     }
     let rx = lock(&handle.rx).take();
     if let Some(rx) = rx {
+        // A weak reference: the handle owns the queue's sender, so a strong one would keep
+        // the writer (and the connection) alive forever.
         inst.handle
-            .spawn(writer(Arc::clone(handle), Arc::clone(&channel), rx));
+            .spawn(writer(Arc::downgrade(handle), Arc::clone(&channel), rx));
     }
     inst.handle
         .spawn(reader(Arc::downgrade(inst), Arc::clone(handle), channel));
@@ -156,29 +158,35 @@ async fn reader(
     handle.emit(|env, dc| (atoms::data_channel_close(), dc).encode(env));
     if let Some(inst) = inst.upgrade() {
         lock(&inst.data_channels).remove(&handle.id);
+        lock(&inst.closed_dcs).insert(&handle.id);
     }
 }
 
 async fn writer(
-    handle: Arc<DcHandle>,
+    handle: std::sync::Weak<DcHandle>,
     channel: Arc<dyn DataChannel>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     while let Some(out) = rx.recv().await {
+        let dequeued = |n: usize| {
+            if let Some(h) = handle.upgrade() {
+                h.queued.fetch_sub(n, Ordering::AcqRel);
+            }
+        };
         let res = match out {
             Outgoing::Binary(data) => {
-                handle.queued.fetch_sub(data.len(), Ordering::AcqRel);
+                dequeued(data.len());
                 channel.send(data).await
             }
             Outgoing::Text(text) => {
-                handle.queued.fetch_sub(text.len(), Ordering::AcqRel);
+                dequeued(text.len());
                 channel.send_text(&text).await
             }
             Outgoing::Close => channel.close().await,
         };
-        if let Err(e) = res {
+        if let (Err(e), Some(h)) = (res, handle.upgrade()) {
             let err = Error::from_webrtc(&e);
-            handle.emit(move |env, dc| (atoms::data_channel_error(), dc, err).encode(env));
+            h.emit(move |env, dc| (atoms::data_channel_error(), dc, err).encode(env));
         }
     }
 }
@@ -352,9 +360,11 @@ fn lookup_with(specter: Term<'_>, dc: Term<'_>) -> NifResult<(Arc<Instance>, Arc
     let id = string_arg(dc, "data_channel")?;
     let key = normalize_id(&id).ok_or(Error::NotFound)?;
     let found = lock(&s.inner.data_channels).get(&key).cloned();
-    found
-        .map(|h| (Arc::clone(&s.inner), h))
-        .ok_or(Error::NotFound)
+    match found {
+        Some(h) => Ok((Arc::clone(&s.inner), h)),
+        None if lock(&s.inner.closed_dcs).contains(&key) => Err(Error::Closed),
+        None => Err(Error::NotFound),
+    }
 }
 
 /// Queues a message. `text` marks a UTF-8 text message.

@@ -110,6 +110,17 @@ impl PcEvents {
         self.emit(move |env, pc| (tag, pc, state_atom(env, state)).encode(env));
     }
 
+    /// webrtc-rs 0.21.1 goes from `new` straight to `complete`; W3C passes through
+    /// `gathering` when the first candidate is found. Report it once per gathering round.
+    fn begin_gathering(&self) {
+        let mut states = lock(&self.states);
+        if states.ice_gathering != "gathering" {
+            states.ice_gathering = "gathering";
+            drop(states);
+            self.emit_state(atoms::ice_gathering_state_change(), "gathering");
+        }
+    }
+
     fn mark_closed(&self) {
         let mut s = lock(&self.states);
         s.connection = "closed";
@@ -185,6 +196,7 @@ impl PeerConnectionEventHandler for Handler {
         let Ok(mut init) = event.candidate.to_json() else {
             return;
         };
+        self.events.begin_gathering();
         if let Some((mid, ufrag)) = lock(&self.events.candidate_context).clone() {
             init.sdp_mid = Some(mid);
             init.sdp_mline_index = Some(0);
@@ -226,6 +238,13 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Gathering {
+            self.events.begin_gathering();
+            return;
+        }
+        if state == RTCIceGatheringState::Complete {
+            self.events.begin_gathering();
+        }
         let name = ice_gathering_state_name(state);
         lock(&self.events.states).ice_gathering = name;
         self.events
@@ -1019,8 +1038,8 @@ fn pc_get_configuration<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>) -> Te
     encode_result(env, res)
 }
 
-/// `ice_servers` (normalized by Elixir) and `ice_transport_policy` (`:all` | `:relay`): the
-/// fields W3C lets an application change after construction.
+/// `ice_servers` (normalized by Elixir, or nil to keep) and `ice_transport_policy` (`:all`,
+/// `:relay`, or nil to keep): the fields W3C lets an application change after construction.
 #[rustler::nif]
 fn pc_set_configuration<'a>(
     env: Env<'a>,
@@ -1031,24 +1050,27 @@ fn pc_set_configuration<'a>(
 ) -> Term<'a> {
     let res = (|| {
         let (_, h) = lookup(specter, pc)?;
-        let servers: Vec<IceServer> = ice_servers
+        let servers: Option<Vec<IceServer>> = ice_servers
             .decode()
             .map_err(|_| Error::InvalidOption("ice_servers".into()))?;
         let policy = if policy == atoms::relay() {
-            RTCIceTransportPolicy::Relay
+            Some(RTCIceTransportPolicy::Relay)
         } else if policy == atoms::all() {
-            RTCIceTransportPolicy::All
+            Some(RTCIceTransportPolicy::All)
+        } else if policy == atoms::nil() {
+            None
         } else {
             return Err(Error::InvalidOption("ice_transport_policy".into()));
         };
-        let servers: Vec<webrtc::peer_connection::RTCIceServer> = servers
-            .into_iter()
-            .map(|s| webrtc::peer_connection::RTCIceServer {
-                urls: s.urls,
-                username: s.username.unwrap_or_default(),
-                credential: s.credential.unwrap_or_default(),
-            })
-            .collect();
+        let servers: Option<Vec<webrtc::peer_connection::RTCIceServer>> = servers.map(|list| {
+            list.into_iter()
+                .map(|s| webrtc::peer_connection::RTCIceServer {
+                    urls: s.urls,
+                    username: s.username.unwrap_or_default(),
+                    credential: s.credential.unwrap_or_default(),
+                })
+                .collect()
+        });
         h.submit(make_op(
             &h.events,
             env.pid(),
@@ -1056,8 +1078,8 @@ fn pc_set_configuration<'a>(
             move |pc| async move {
                 let current = pc.get_configuration().await;
                 let next = RTCConfigurationBuilder::new()
-                    .with_ice_servers(servers)
-                    .with_ice_transport_policy(policy)
+                    .with_ice_servers(servers.unwrap_or_else(|| current.ice_servers().to_vec()))
+                    .with_ice_transport_policy(policy.unwrap_or(current.ice_transport_policy()))
                     .with_bundle_policy(current.bundle_policy())
                     .with_rtcp_mux_policy(current.rtcp_mux_policy())
                     .with_ice_candidate_pool_size(current.ice_candidate_pool_size())

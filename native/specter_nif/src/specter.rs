@@ -25,7 +25,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// How many closed connection ids are remembered to answer `:closed` rather than `:not_found`.
+/// How many closed ids are remembered (per kind) to answer `:closed` rather than `:not_found`.
 const TOMBSTONES: usize = 65_536;
 
 /// Recently closed ids, bounded.
@@ -85,6 +85,7 @@ pub struct Instance {
     pub pcs: Mutex<HashMap<String, Arc<PcHandle>>>,
     pub closed_pcs: Mutex<Tombstones>,
     pub data_channels: Mutex<HashMap<String, Arc<DcHandle>>>,
+    pub closed_dcs: Mutex<Tombstones>,
     pub tracks: Mutex<HashMap<String, Arc<TrackEntry>>>,
     /// Next port to try when a UDP port range is configured.
     pub next_port: Mutex<u16>,
@@ -109,7 +110,15 @@ impl Instance {
         let removed = lock(&self.pcs).remove(id);
         lock(&self.closed_pcs).insert(id);
         if removed.is_some() {
-            lock(&self.data_channels).retain(|_, dc| dc.pc_id != id);
+            let mut closed = lock(&self.closed_dcs);
+            lock(&self.data_channels).retain(|dc_id, dc| {
+                let keep = dc.pc_id != id;
+                if !keep {
+                    closed.insert(dc_id);
+                }
+                keep
+            });
+            drop(closed);
             for track in lock(&self.tracks).values() {
                 lock(&track.bindings).retain(|b| b.pc_id != id);
             }
@@ -194,6 +203,7 @@ fn init<'a>(env: Env<'a>, config: Term<'a>) -> Term<'a> {
             pcs: Mutex::default(),
             closed_pcs: Mutex::default(),
             data_channels: Mutex::default(),
+            closed_dcs: Mutex::default(),
             tracks: Mutex::default(),
             next_port: Mutex::new(start_port),
         };
@@ -335,7 +345,7 @@ fn runtime_info<'a>(env: Env<'a>) -> Term<'a> {
         .map_err(Error::RuntimeUnavailable)
         .map(|rt| {
             let m = rt.metrics();
-            let pairs: [(&str, u64); 5] = [
+            let pairs: [(&str, u64); 6] = [
                 ("workers", m.num_workers() as u64),
                 ("alive_tasks", m.num_alive_tasks() as u64),
                 (
@@ -346,6 +356,10 @@ fn runtime_info<'a>(env: Env<'a>) -> Term<'a> {
                 (
                     "refused_sends",
                     runtime::REFUSED_SENDS.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                (
+                    "refused_resolutions",
+                    runtime::REFUSED_RESOLUTIONS.load(std::sync::atomic::Ordering::Relaxed),
                 ),
                 (
                     "nudges",

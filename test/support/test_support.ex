@@ -1,0 +1,77 @@
+defmodule Specter.TestSupport do
+  @moduledoc false
+  # Helpers shared by the tests: real connections on loopback, and process resource counts.
+
+  import ExUnit.Assertions
+
+  @doc "A connection whose `{:peer_connection_ready, pc}` has been received."
+  def new_pc!(specter) do
+    {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+    assert_receive {:peer_connection_ready, ^pc}, 5_000
+    pc
+  end
+
+  @doc """
+  Negotiates `a` (offerer, with a data channel "chat") and `b` over trickle ICE, in the
+  calling process, and returns once both are connected. Returns the local channel id.
+  """
+  def connect!(specter, a, b) do
+    {:ok, dc} = Specter.DataChannel.create(specter, a, "chat")
+    assert_receive {:data_channel_created, ^a, ^dc}, 5_000
+    :ok = Specter.PeerConnection.create_offer(specter, a)
+    assert_receive {:offer, ^a, offer}, 5_000
+    :ok = Specter.PeerConnection.set_local_description(specter, a, offer)
+    assert_receive {:ok, ^a, :set_local_description}, 5_000
+    :ok = Specter.PeerConnection.set_remote_description(specter, b, offer)
+    assert_receive {:ok, ^b, :set_remote_description}, 5_000
+    :ok = Specter.PeerConnection.create_answer(specter, b)
+    assert_receive {:answer, ^b, answer}, 5_000
+    :ok = Specter.PeerConnection.set_local_description(specter, b, answer)
+    assert_receive {:ok, ^b, :set_local_description}, 5_000
+    :ok = Specter.PeerConnection.set_remote_description(specter, a, answer)
+    assert_receive {:ok, ^a, :set_remote_description}, 5_000
+    assert :ok = Specter.PeerConnection.await_connected(specter, [a, b], 5_000)
+    dc
+  end
+
+  @doc "Number of OS threads of this VM."
+  def os_threads, do: length(File.ls!("/proc/self/task"))
+
+  @doc "Number of open file descriptors of this VM."
+  def open_fds, do: length(File.ls!("/proc/self/fd"))
+
+  @doc "Tasks alive on Specter's runtime."
+  def runtime_tasks do
+    {:ok, %{alive_tasks: n}} = Specter.runtime_info()
+    n
+  end
+
+  @doc "Polls `fun` every 20 ms until it returns true or `timeout` ms pass; returns the last result."
+  def eventually(fun, timeout \\ 5_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    poll(fun, deadline)
+  end
+
+  defp poll(fun, deadline) do
+    cond do
+      fun.() ->
+        true
+
+      System.monotonic_time(:millisecond) > deadline ->
+        false
+
+      true ->
+        Process.sleep(20)
+        poll(fun, deadline)
+    end
+  end
+
+  @doc "Drains every message matching `{tag, ...}` style events from the mailbox."
+  def flush do
+    receive do
+      _ -> flush()
+    after
+      0 -> :ok
+    end
+  end
+end
