@@ -19,6 +19,8 @@ defmodule Specter.Config do
   | `:ice_failed_timeout` | `nil` (25 s) | ms after `:disconnected` before ICE reports `:failed` |
   | `:ice_keepalive_interval` | `nil` (2 s) | ms between ICE keepalives |
   | `:ice_prflx_acceptance_wait` | `0` | ms ICE waits before nominating a peer-reflexive pair (webrtc-rs waits 1 s by default, which stalls setup whenever a check beats the trickled candidate) |
+  | `:ice_check_interval` | `50` | ms between connectivity checks while ICE is checking (RFC 8445's Ta; webrtc-rs uses 200) |
+  | `:ice_max_binding_requests` | `28` | checks per candidate pair before it fails (28 x 50 ms keeps webrtc-rs's 1.4 s window) |
   | `:data_channel_send_buffer_limit` | `16_777_216` | bytes a data channel may have queued and unacknowledged before `send` answers `{:error, :buffer_full}` |
 
   ## Examples
@@ -50,6 +52,8 @@ defmodule Specter.Config do
           ice_failed_timeout: pos_integer() | nil,
           ice_keepalive_interval: pos_integer() | nil,
           ice_prflx_acceptance_wait: non_neg_integer() | nil,
+          ice_check_interval: pos_integer() | nil,
+          ice_max_binding_requests: pos_integer() | nil,
           data_channel_send_buffer_limit: pos_integer()
         }
 
@@ -65,6 +69,8 @@ defmodule Specter.Config do
             ice_failed_timeout: nil,
             ice_keepalive_interval: nil,
             ice_prflx_acceptance_wait: 0,
+            ice_check_interval: 50,
+            ice_max_binding_requests: 28,
             data_channel_send_buffer_limit: 16 * 1024 * 1024
 
   @keys [
@@ -80,6 +86,8 @@ defmodule Specter.Config do
     :ice_failed_timeout,
     :ice_keepalive_interval,
     :ice_prflx_acceptance_wait,
+    :ice_check_interval,
+    :ice_max_binding_requests,
     :data_channel_send_buffer_limit
   ]
 
@@ -216,6 +224,14 @@ defmodule Specter.Config do
        when key in [:ice_disconnected_timeout, :ice_failed_timeout, :ice_keepalive_interval] and
               (is_nil(value) or (is_integer(value) and value > 0 and value < 86_400_000)),
        do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, :ice_check_interval, value)
+       when is_nil(value) or (is_integer(value) and value > 0 and value < 60_000),
+       do: {:ok, %{acc | ice_check_interval: value}}
+
+  defp put(acc, :ice_max_binding_requests, value)
+       when is_nil(value) or (is_integer(value) and value > 0 and value <= 65_535),
+       do: {:ok, %{acc | ice_max_binding_requests: value}}
 
   defp put(acc, :ice_prflx_acceptance_wait, value)
        when is_nil(value) or (is_integer(value) and value >= 0 and value < 86_400_000),

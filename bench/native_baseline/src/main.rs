@@ -103,6 +103,13 @@ async fn build(policy: Arc<NetPolicy>) -> Peer {
         } else {
             None
         })
+        .with_ice_connection_attempts(
+            std::env::var("CHECK_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
+            std::env::var("MAX_REQ").ok().and_then(|v| v.parse().ok()),
+        )
         .build();
     let rt = ConnRuntime::new(tokio::runtime::Handle::current(), policy);
     let wake = rt.wake();
@@ -334,6 +341,9 @@ async fn transfer(total: usize, size: usize, label: &str) {
 }
 
 fn main() {
+    env_logger::Builder::from_default_env()
+        .format_timestamp_micros()
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let rt = runtime::global().expect("runtime");
     let mode = args.get(1).map(String::as_str).unwrap_or("setup");

@@ -39,6 +39,8 @@ pub struct Config {
     pub ice_failed_timeout: Option<u64>,
     pub ice_keepalive_interval: Option<u64>,
     pub ice_prflx_acceptance_wait: Option<u64>,
+    pub ice_check_interval: Option<u64>,
+    pub ice_max_binding_requests: Option<u16>,
     pub data_channel_send_buffer_limit: usize,
 }
 
@@ -82,7 +84,11 @@ impl Config {
         let mut builder = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mdns)
             .with_include_loopback_candidate(self.binds_loopback())
-            .with_prflx_acceptance_min_wait(ms(self.ice_prflx_acceptance_wait));
+            .with_prflx_acceptance_min_wait(ms(self.ice_prflx_acceptance_wait))
+            .with_ice_connection_attempts(
+                ms(self.ice_check_interval),
+                self.ice_max_binding_requests,
+            );
         if self.ice_disconnected_timeout.is_some()
             || self.ice_failed_timeout.is_some()
             || self.ice_keepalive_interval.is_some()

@@ -20,10 +20,11 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCBundlePolicy,
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState,
-    RTCIceGatheringState, RTCIceTransportPolicy, RTCPeerConnectionIceErrorEvent,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCRtcpMuxPolicy, RTCSdpType,
-    RTCSessionDescription, RTCSignalingState, RTCStatsReportEntry, StatsSelector,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
+    RTCIceConnectionState, RTCIceGatheringState, RTCIceTransportPolicy,
+    RTCPeerConnectionIceErrorEvent, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCRtcpMuxPolicy, RTCSdpType, RTCSessionDescription, RTCSignalingState, RTCStatsReportEntry,
+    StatsSelector,
 };
 
 use rtc::peer_connection::configuration::{RTCAnswerOptions, RTCOfferOptions};
@@ -732,6 +733,43 @@ fn pc_set_remote_description<'a>(
     encode_result(env, res)
 }
 
+/// Whether ICE already knows the candidate's transport address as a peer-reflexive remote
+/// candidate: the remote's checks arrived before its trickled candidate did.
+///
+/// webrtc-rs 0.21.1 would add the candidate as a second remote candidate with the same
+/// address; the responses to checks on its pair are attributed to the peer-reflexive pair, so
+/// the better-looking pair never succeeds and nomination waits a whole check interval. The
+/// address is already reachable through the peer-reflexive candidate, so nothing is lost by
+/// not adding it again.
+async fn learned_as_prflx(pc: &Arc<dyn PeerConnection>, candidate: &RTCIceCandidateInit) -> bool {
+    let body = candidate
+        .candidate
+        .strip_prefix("candidate:")
+        .unwrap_or(&candidate.candidate);
+    if body.is_empty() {
+        return false;
+    }
+    let Ok(c) = rtc::ice::candidate::unmarshal_candidate(body) else {
+        return false;
+    };
+    let protocol = if c.network_type().is_tcp() {
+        "tcp"
+    } else {
+        "udp"
+    };
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let known = report.iter().any(|entry| match entry {
+        RTCStatsReportEntry::RemoteCandidate(s) => {
+            s.candidate_type == RTCIceCandidateType::Prflx
+                && s.port == c.port()
+                && s.address.as_deref() == Some(c.address())
+                && s.protocol.eq_ignore_ascii_case(protocol)
+        }
+        _ => false,
+    });
+    known
+}
+
 #[rustler::nif]
 fn pc_add_ice_candidate<'a>(
     env: Env<'a>,
@@ -748,9 +786,11 @@ fn pc_add_ice_candidate<'a>(
             env.pid(),
             "add_ice_candidate",
             move |pc| async move {
-                pc.add_ice_candidate(candidate)
-                    .await
-                    .map_err(|e| Error::from_candidate(&e))?;
+                if !learned_as_prflx(&pc, &candidate).await {
+                    pc.add_ice_candidate(candidate)
+                        .await
+                        .map_err(|e| Error::from_candidate(&e))?;
+                }
                 wake.nudge();
                 Ok(reply(|env, pc| {
                     (atoms::ok(), pc, atoms::add_ice_candidate()).encode(env)

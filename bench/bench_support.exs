@@ -1,0 +1,88 @@
+defmodule Bench do
+  @moduledoc false
+  # Shared by the benchmark scripts: the machine line, percentiles, scheduler monitoring.
+
+  def header(title, command) do
+    IO.puts("# #{title}")
+    IO.puts("command: #{command}")
+    IO.puts("machine: #{machine()}")
+    IO.puts("")
+  end
+
+  def machine do
+    {cpu, _} = System.cmd("sh", ["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"])
+
+    commit =
+      case System.cmd("git", ["rev-parse", "--short", "HEAD"], stderr_to_stdout: true) do
+        {sha, 0} -> String.trim(sha)
+        _ -> "unknown"
+      end
+
+    "#{String.trim(cpu)}, #{System.schedulers_online()} schedulers, " <>
+      "Elixir #{System.version()}, OTP #{System.otp_release()}, webrtc-rs 0.21.1, commit #{commit}"
+  end
+
+  def percentile([], _p), do: nil
+
+  def percentile(values, p) do
+    sorted = Enum.sort(values)
+    idx = round((length(sorted) - 1) * p)
+    Enum.at(sorted, idx)
+  end
+
+  def summary(values, unit, digits \\ 2) do
+    f = fn v -> :erlang.float_to_binary(v / 1, decimals: digits) end
+
+    "p50 #{f.(percentile(values, 0.5))} #{unit}, p90 #{f.(percentile(values, 0.9))} #{unit}, " <>
+      "p99 #{f.(percentile(values, 0.99))} #{unit}, min #{f.(Enum.min(values))}, max #{f.(Enum.max(values))} (n=#{length(values)})"
+  end
+
+  @doc "Runs `fun` with long_schedule (>= 1 ms) and long_gc monitoring; returns {result, events}."
+  def monitored(fun) do
+    me = self()
+
+    collector =
+      spawn(fn ->
+        :erlang.system_monitor(self(), [
+          {:long_schedule, 1},
+          {:long_gc, 10},
+          {:large_heap, 20_000_000}
+        ])
+
+        collect(me, [])
+      end)
+
+    Process.sleep(10)
+    result = fun.()
+    send(collector, {:done, self()})
+
+    events =
+      receive do
+        {:events, events} -> events
+      after
+        5_000 -> []
+      end
+
+    {result, events}
+  end
+
+  defp collect(owner, acc) do
+    receive do
+      {:monitor, pid, kind, info} -> collect(owner, [{kind, pid, info} | acc])
+      {:done, ^owner} -> send(owner, {:events, Enum.reverse(acc)})
+    end
+  end
+
+  def describe_events([]), do: "none"
+
+  def describe_events(events) do
+    events
+    |> Enum.map(fn {kind, pid, info} ->
+      where =
+        if is_pid(pid), do: inspect(Process.info(pid, :current_function)), else: inspect(pid)
+
+      "#{kind} #{where} #{inspect(info, limit: 6)}"
+    end)
+    |> Enum.join("\n  ")
+  end
+end
