@@ -833,10 +833,18 @@ defmodule Specter.PeerConnection do
   Messages it does not consume stay in the mailbox.
   """
   @spec await_connected(Specter.t(), [t()], timeout()) :: :ok | {:error, term()}
-  def await_connected(specter, pcs, timeout \\ 5_000) do
+  def await_connected(specter, pcs, timeout \\ 5_000)
+
+  def await_connected(specter, pcs, timeout)
+      when is_list(pcs) and is_integer(timeout) and timeout >= 0 do
     deadline = System.monotonic_time(:millisecond) + timeout
     do_await(specter, pcs, MapSet.new(pcs), deadline)
   end
+
+  def await_connected(_specter, pcs, _timeout) when not is_list(pcs),
+    do: {:error, {:invalid_argument, :peer_connections}}
+
+  def await_connected(_specter, _pcs, _timeout), do: {:error, {:invalid_argument, :timeout}}
 
   defp do_await(specter, all, pending, deadline) do
     if MapSet.size(pending) == 0,
