@@ -21,7 +21,8 @@ defmodule Specter.Config do
   | `:ice_prflx_acceptance_wait` | `0` | ms ICE waits before nominating a peer-reflexive pair (webrtc-rs waits 1 s by default, which stalls setup whenever a check beats the trickled candidate) |
   | `:ice_check_interval` | `50` | ms between connectivity checks while ICE is checking (RFC 8445's Ta; webrtc-rs uses 200) |
   | `:ice_max_binding_requests` | `28` | checks per candidate pair before it fails (28 x 50 ms keeps webrtc-rs's 1.4 s window) |
-  | `:data_channel_send_buffer_limit` | `16_777_216` | bytes a data channel may have queued and unacknowledged before `send` answers `{:error, :buffer_full}` |
+  | `:data_channel_send_buffer_limit` | `16_777_216` | bytes a data channel may have queued before `send` answers `{:error, :buffer_full}` |
+  | `:data_channel_active` | `true` | how a new data channel delivers incoming messages: `true`, `false`, `:once` or a count (see `Specter.DataChannel.set_active/3`) |
 
   ## Examples
 
@@ -54,7 +55,8 @@ defmodule Specter.Config do
           ice_prflx_acceptance_wait: non_neg_integer() | nil,
           ice_check_interval: pos_integer() | nil,
           ice_max_binding_requests: pos_integer() | nil,
-          data_channel_send_buffer_limit: pos_integer()
+          data_channel_send_buffer_limit: pos_integer(),
+          data_channel_active: boolean() | :once | pos_integer()
         }
 
   defstruct ice_servers: [],
@@ -71,7 +73,8 @@ defmodule Specter.Config do
             ice_prflx_acceptance_wait: 0,
             ice_check_interval: 50,
             ice_max_binding_requests: 28,
-            data_channel_send_buffer_limit: 16 * 1024 * 1024
+            data_channel_send_buffer_limit: 16 * 1024 * 1024,
+            data_channel_active: true
 
   @keys [
     :ice_servers,
@@ -88,7 +91,8 @@ defmodule Specter.Config do
     :ice_prflx_acceptance_wait,
     :ice_check_interval,
     :ice_max_binding_requests,
-    :data_channel_send_buffer_limit
+    :data_channel_send_buffer_limit,
+    :data_channel_active
   ]
 
   @doc """
@@ -224,6 +228,11 @@ defmodule Specter.Config do
        when key in [:ice_disconnected_timeout, :ice_failed_timeout, :ice_keepalive_interval] and
               (is_nil(value) or (is_integer(value) and value > 0 and value < 86_400_000)),
        do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, :data_channel_active, value)
+       when is_boolean(value) or value == :once or
+              (is_integer(value) and value > 0 and value <= 2_147_483_647),
+       do: {:ok, %{acc | data_channel_active: value}}
 
   defp put(acc, :ice_check_interval, value)
        when is_nil(value) or (is_integer(value) and value > 0 and value < 60_000),

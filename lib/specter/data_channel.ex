@@ -9,9 +9,32 @@ defmodule Specter.DataChannel do
 
     * `{:data_channel_open, dc}` - the channel can send
     * `{:data_channel_message, dc, {:text, binary}}` or `{:data_channel_message, dc, {:binary, binary}}`
-    * `{:data_channel_buffered_amount_low, dc}`
+    * `{:data_channel_passive, dc}` - an `{:active, n}` count ran out (see below)
+    * `{:data_channel_buffered_amount_low, dc}` - the buffered amount fell to the low threshold
     * `{:data_channel_error, dc, reason}` - a send or close failed
     * `{:data_channel_closing, dc}`, then `{:data_channel_close, dc}`
+
+  ## Flow control
+
+  **Receiving** works like `:gen_tcp`'s `active` option (`set_active/3`, or `active:` when
+  creating; the instance default is `Specter.Config`'s `:data_channel_active`, `true`):
+
+    * `true` - every message is sent to the owner as it arrives;
+    * `:once` - one message, then the channel turns passive;
+    * `n` (a positive integer) - `n` more messages, then `{:data_channel_passive, dc}`;
+      counts add up like `:inet.setopts(socket, active: n)`;
+    * `false` - passive: nothing is delivered until the mode changes (`recv/3` asks for one).
+
+  While a channel is passive Specter stops taking its messages from webrtc-rs, whose queues
+  fill and close the SCTP receive window: the sender slows down and nobody's memory grows.
+
+  **Sending** never drops a message silently. `send/3` queues it and returns at once; it
+  answers `{:error, :buffer_full}` when the instance's `:data_channel_send_buffer_limit`
+  bytes are already waiting (retry after `{:data_channel_buffered_amount_low, dc}`), and
+  `{:error, :too_large}` above the negotiated maximum message size (`info/2`).
+  `buffered_amount/2` is what was accepted and not yet acknowledged by the peer; the low
+  event fires each time it falls to `set_buffered_amount_low_threshold/3`'s value (0 by
+  default) after being above it, as W3C's `bufferedamountlow`.
 
   ## Example
 
@@ -54,16 +77,28 @@ defmodule Specter.DataChannel do
   @typedoc "Ready state of a channel."
   @type ready_state_t() :: :connecting | :open | :closing | :closed
 
+  @typedoc "Receive mode, as `:gen_tcp`'s `active`."
+  @type active_t() :: boolean() | :once | pos_integer()
+
   @typedoc "Message sent to the owner of a channel's connection."
   @type event_t() ::
           {:data_channel_open, t()}
           | {:data_channel_message, t(), {:text | :binary, binary()}}
+          | {:data_channel_passive, t()}
           | {:data_channel_buffered_amount_low, t()}
           | {:data_channel_error, t(), Specter.error()}
           | {:data_channel_closing, t()}
           | {:data_channel_close, t()}
 
-  @init_keys [:ordered, :max_retransmits, :max_packet_life_time, :protocol, :negotiated, :id]
+  @init_keys [
+    :ordered,
+    :max_retransmits,
+    :max_packet_life_time,
+    :protocol,
+    :negotiated,
+    :id,
+    :active
+  ]
 
   @doc """
   Creates a data channel on a connection and returns its handle at once. The caller gets
@@ -73,7 +108,8 @@ defmodule Specter.DataChannel do
 
   Options are `RTCDataChannelInit`'s: `ordered` (default `true`), `max_retransmits` or
   `max_packet_life_time` (ms) for partial reliability, `protocol`, and `negotiated: true`
-  with an `id` for a channel both sides create out-of-band.
+  with an `id` for a channel both sides create out-of-band (no `{:data_channel, pc, dc}`
+  announcement then: each side uses its own handle). `active:` sets the receive mode.
 
       iex> {:ok, specter} = Specter.init()
       iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
@@ -93,8 +129,9 @@ defmodule Specter.DataChannel do
 
   @doc """
   Sends a binary message. Returns `{:error, {:invalid_state, "connecting"}}` before the
-  channel opens and `{:error, :buffer_full}` when more than the instance's
-  `:data_channel_send_buffer_limit` is waiting to be sent.
+  channel opens, `{:error, :buffer_full}` when more than the instance's
+  `:data_channel_send_buffer_limit` is waiting to be sent, `{:error, :too_large}` above the
+  negotiated maximum message size and `{:error, :closed}` once closed.
 
       iex> {:ok, specter} = Specter.init()
       iex> Specter.DataChannel.send(specter, "6a2f5d8e-1c3b-4e7f-9a0d-2b4c6e8f0a1c", "hi")
@@ -144,8 +181,9 @@ defmodule Specter.DataChannel do
 
   @doc """
   What the channel was created with: `:label`, `:protocol`, `:ordered`, `:negotiated`,
-  `:id` (the SCTP stream id, known for negotiated channels), `:max_retransmits`,
-  `:max_packet_life_time`, and its `:peer_connection`.
+  `:id` (the SCTP stream id: known at once for negotiated channels, once open for the
+  others), `:max_retransmits`, `:max_packet_life_time`, `:max_message_size` (negotiated,
+  once open), `:buffered_amount_low_threshold` and its `:peer_connection`.
 
       iex> {:ok, specter} = Specter.init()
       iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
@@ -156,6 +194,77 @@ defmodule Specter.DataChannel do
   """
   @spec info(Specter.t(), t()) :: {:ok, map()} | {:error, Specter.error()}
   def info(specter, dc), do: Native.dc_info(Specter.native(specter), dc)
+
+  @doc """
+  Sets how incoming messages are delivered: `true`, `false`, `:once` or a count (see the
+  module documentation). Integers add to a remaining count, like `:inet.setopts/2`.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "chat", active: false)
+      iex> Specter.DataChannel.set_active(specter, dc, 10)
+      :ok
+      iex> Specter.DataChannel.set_active(specter, dc, :sometimes)
+      {:error, {:invalid_option, :active}}
+  """
+  @spec set_active(Specter.t(), t(), active_t()) :: :ok | {:error, Specter.error()}
+  def set_active(specter, dc, active),
+    do: Native.dc_set_active(Specter.native(specter), dc, active)
+
+  @doc """
+  Receives one message from a passive channel, like `:gen_tcp.recv/3`: asks for one message
+  (`set_active(specter, dc, :once)`) and waits up to `timeout` ms for it. Call it from the
+  owner. On timeout the channel is passive again, but a message already on its way may still
+  arrive in the mailbox.
+  """
+  @spec recv(Specter.t(), t(), timeout()) ::
+          {:ok, {:text | :binary, binary()}} | {:error, :timeout | :closed | Specter.error()}
+  def recv(specter, dc, timeout \\ 5_000) do
+    with :ok <- set_active(specter, dc, :once) do
+      receive do
+        {:data_channel_message, ^dc, message} ->
+          {:ok, message}
+
+        {:data_channel_close, ^dc} ->
+          {:error, :closed}
+      after
+        timeout ->
+          set_active(specter, dc, false)
+          {:error, :timeout}
+      end
+    end
+  end
+
+  @doc """
+  Bytes accepted by `send/3` and not yet acknowledged by the peer (W3C `bufferedAmount`).
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "chat")
+      iex> Specter.DataChannel.buffered_amount(specter, dc)
+      {:ok, 0}
+  """
+  @spec buffered_amount(Specter.t(), t()) :: {:ok, non_neg_integer()} | {:error, Specter.error()}
+  def buffered_amount(specter, dc), do: Native.dc_buffered_amount(Specter.native(specter), dc)
+
+  @doc """
+  Sets the buffered amount at or below which `{:data_channel_buffered_amount_low, dc}` is
+  sent (W3C `bufferedAmountLowThreshold`, 0 by default).
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "chat")
+      iex> :ok = Specter.DataChannel.set_buffered_amount_low_threshold(specter, dc, 65_536)
+      iex> {:ok, %{buffered_amount_low_threshold: 65_536}} = Specter.DataChannel.info(specter, dc)
+  """
+  @spec set_buffered_amount_low_threshold(Specter.t(), t(), non_neg_integer()) ::
+          :ok | {:error, Specter.error()}
+  def set_buffered_amount_low_threshold(specter, dc, bytes)
+      when is_integer(bytes) and bytes >= 0,
+      do: Native.dc_set_buffered_amount_low_threshold(Specter.native(specter), dc, bytes)
+
+  def set_buffered_amount_low_threshold(_specter, _dc, _bytes),
+    do: {:error, {:invalid_argument, :threshold}}
 
   defp init_options(opts) when is_list(opts) do
     Enum.reduce_while(opts, {:ok, %{}}, fn
@@ -175,6 +284,10 @@ defmodule Specter.DataChannel do
   defp init_options(_), do: {:error, {:invalid_argument, :options}}
 
   defp valid_init?(key, v) when key in [:ordered, :negotiated], do: is_boolean(v)
+
+  defp valid_init?(:active, v),
+    do: is_boolean(v) or v == :once or (is_integer(v) and v > 0 and v <= 2_147_483_647)
+
   defp valid_init?(:protocol, v), do: is_binary(v) and byte_size(v) <= 65_535
 
   defp valid_init?(key, v) when key in [:max_retransmits, :max_packet_life_time, :id],

@@ -61,6 +61,9 @@ defmodule Specter.Native do
   def dc_close(_specter, _dc), do: nif()
   def dc_ready_state(_specter, _dc), do: nif()
   def dc_info(_specter, _dc), do: nif()
+  def dc_set_active(_specter, _dc, _active), do: nif()
+  def dc_buffered_amount(_specter, _dc), do: nif()
+  def dc_set_buffered_amount_low_threshold(_specter, _dc, _threshold), do: nif()
 
   # Specter.TrackLocalStaticSample
   def track_new(_specter, _codec, _id, _stream_id), do: nif()

@@ -72,6 +72,10 @@ rustler::atoms! {
     data_channel_close,
     data_channel_error,
     data_channel_buffered_amount_low,
+    data_channel_passive,
+    once,
+    max_message_size,
+    buffered_amount_low_threshold,
     text,
     binary,
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rustler::{NifMap, NifStruct, NifUnitEnum};
+use rustler::{NifMap, NifStruct, NifUnitEnum, NifUntaggedEnum};
 use webrtc::peer_connection::{RTCIceServer, SettingEngine, SettingEngineBuilder};
 
 use specter_core::runtime::NetPolicy;
@@ -21,6 +21,15 @@ pub enum Mdns {
     Disabled,
     QueryOnly,
     QueryAndGather,
+}
+
+/// How incoming data channel messages are delivered at first: `true`, `false`, `:once` or a
+/// count (as `:gen_tcp`'s `active`).
+#[derive(Debug, Clone, NifUntaggedEnum)]
+pub enum ActiveSetting {
+    Flag(bool),
+    Count(i64),
+    Mode(rustler::Atom),
 }
 
 /// Mirror of `%Specter.Config{}` (see lib/specter/config.ex for the meaning of every field).
@@ -42,6 +51,7 @@ pub struct Config {
     pub ice_check_interval: Option<u64>,
     pub ice_max_binding_requests: Option<u16>,
     pub data_channel_send_buffer_limit: usize,
+    pub data_channel_active: ActiveSetting,
 }
 
 impl Config {

@@ -1,16 +1,28 @@
 //! `Specter.DataChannel`: channels created locally or announced by the remote peer.
 //!
-//! Every channel gets a UUID handle, a reader task (channel events → owner messages) and a
-//! writer task (an ordered queue of sends and the close, so the NIF never waits for the
-//! connection's lock). The owner is the connection's owner.
+//! Every channel gets a UUID handle, a reader task and a writer task:
+//!
+//! * The **reader** turns channel events into messages to the owner. Incoming messages are
+//!   delivered under `:gen_tcp`-style flow control: `active` is `true`, `false`, `:once` or a
+//!   count. While the owner grants no credit the reader stops taking messages from
+//!   webrtc-rs, whose bounded queues then close the SCTP receive window: a slow consumer
+//!   slows the sender down instead of growing anyone's memory.
+//! * The **writer** owns an ordered queue of sends (and the close), so a NIF never waits for
+//!   the connection's lock. `send` refuses (`:buffer_full`) rather than queue past the
+//!   instance's `data_channel_send_buffer_limit`; the owner is told when the buffered amount
+//!   falls to the channel's low threshold.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rustler::{Binary, Encoder, Env, LocalPid, Term};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
+
+use specter_core::runtime::Wake;
 
 use crate::atoms;
 use crate::error::{encode_result, Error, NifResult};
@@ -23,6 +35,14 @@ const OPEN: u8 = 1;
 const CLOSING: u8 = 2;
 const CLOSED: u8 = 3;
 
+/// The SCTP maximum message size assumed until the transport reports the negotiated one
+/// (RFC 8841's default when the remote does not say).
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 65_536;
+
+/// How long a receiving channel must go without a message, after receiving some, before the
+/// reader nudges the driver to resume streams webrtc-rs parked at its read backlog limit.
+const IDLE_NUDGE_AFTER: Duration = Duration::from_millis(3);
+
 fn state_name(s: u8) -> &'static str {
     match s {
         CONNECTING => "connecting",
@@ -32,7 +52,8 @@ fn state_name(s: u8) -> &'static str {
     }
 }
 
-/// What a channel was created with; fixed for its lifetime.
+/// What a channel was created with; fixed for its lifetime (the stream id and maximum
+/// message size are learned when it opens).
 #[derive(Debug, Clone, Default)]
 pub struct DcInfo {
     pub label: String,
@@ -44,41 +65,61 @@ pub struct DcInfo {
     pub max_packet_life_time: Option<u16>,
 }
 
+/// Receive flow control, as `:inet.setopts(socket, active: ...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Active {
+    Passive,
+    Once,
+    Count(i64),
+    Always,
+}
+
+impl Active {
+    fn has_credit(self) -> bool {
+        !matches!(self, Active::Passive)
+    }
+
+    pub fn from_setting(setting: &crate::config::ActiveSetting) -> Self {
+        use crate::config::ActiveSetting;
+        match setting {
+            ActiveSetting::Flag(true) => Active::Always,
+            ActiveSetting::Flag(false) => Active::Passive,
+            ActiveSetting::Count(n) if *n > 0 => Active::Count(*n),
+            ActiveSetting::Mode(a) if *a == atoms::once() => Active::Once,
+            _ => Active::Always,
+        }
+    }
+}
+
+/// The receive mode type, for other modules.
+pub type ActiveMode = Active;
+
 enum Outgoing {
     Binary(BytesMut),
     Text(String),
     Close,
 }
 
-pub struct DcHandle {
-    pub id: String,
-    pub pc_id: String,
-    info: Mutex<DcInfo>,
+/// What the writer task shares with the handle. Kept apart from the handle because the
+/// handle owns the writer's queue sender: a writer holding the handle would never see its
+/// queue close.
+struct Shared {
+    id: String,
     owner: Mutex<LocalPid>,
-    state: AtomicU8,
-    channel: OnceLock<Arc<dyn DataChannel>>,
-    tx: mpsc::UnboundedSender<Outgoing>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
-    /// Bytes queued in the writer, not yet handed to webrtc-rs.
+    /// Bytes in the writer's queue, not yet handed to webrtc-rs.
     queued: AtomicUsize,
+    /// Bytes webrtc-rs holds for the channel (sent, not yet acknowledged), as last read.
+    sctp_buffered: AtomicUsize,
+    low_threshold: AtomicUsize,
+    /// The buffered amount went above the low threshold since the last low event.
+    above_threshold: AtomicBool,
+    /// Wakes the writer to report a drain (a send was refused, or the threshold moved).
+    drain_wanted: Notify,
+    /// The channel or its connection is gone.
+    shutdown: AtomicBool,
 }
 
-impl DcHandle {
-    fn new(pc_id: &str, owner: LocalPid, info: DcInfo) -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Arc::new(Self {
-            id: new_id(),
-            pc_id: pc_id.to_owned(),
-            info: Mutex::new(info),
-            owner: Mutex::new(owner),
-            state: AtomicU8::new(CONNECTING),
-            channel: OnceLock::new(),
-            tx,
-            rx: Mutex::new(Some(rx)),
-            queued: AtomicUsize::new(0),
-        })
-    }
-
+impl Shared {
     fn owner(&self) -> LocalPid {
         *lock(&self.owner)
     }
@@ -93,6 +134,100 @@ impl DcHandle {
             f(env, dc)
         });
     }
+
+    fn buffered_amount(&self) -> usize {
+        self.queued.load(Ordering::Acquire) + self.sctp_buffered.load(Ordering::Acquire)
+    }
+}
+
+pub struct DcHandle {
+    pub id: String,
+    pub pc_id: String,
+    info: Mutex<DcInfo>,
+    shared: Arc<Shared>,
+    state: AtomicU8,
+    channel: OnceLock<Arc<dyn DataChannel>>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    max_message_size: AtomicUsize,
+    active: Mutex<Active>,
+    credit: Notify,
+    wake: Arc<Wake>,
+    pc: Weak<PcEvents>,
+}
+
+impl DcHandle {
+    fn new(events: &Arc<PcEvents>, info: DcInfo, active: Active) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = new_id();
+        Arc::new(Self {
+            id: id.clone(),
+            pc_id: events.id.clone(),
+            info: Mutex::new(info),
+            shared: Arc::new(Shared {
+                id,
+                owner: Mutex::new(events.owner()),
+                queued: AtomicUsize::new(0),
+                sctp_buffered: AtomicUsize::new(0),
+                low_threshold: AtomicUsize::new(0),
+                above_threshold: AtomicBool::new(false),
+                drain_wanted: Notify::new(),
+                shutdown: AtomicBool::new(false),
+            }),
+            state: AtomicU8::new(CONNECTING),
+            channel: OnceLock::new(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
+            active: Mutex::new(active),
+            credit: Notify::new(),
+            wake: Arc::clone(&events.wake),
+            pc: Arc::downgrade(events),
+        })
+    }
+
+    fn emit<F>(&self, f: F)
+    where
+        F: for<'a> FnOnce(Env<'a>, Term<'a>) -> Term<'a> + Send + 'static,
+    {
+        self.shared.emit(f);
+    }
+
+    /// Stops a reader that waits for credit and a writer that waits for a drain (the
+    /// connection is closing).
+    pub fn shut_down(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.credit.notify_one();
+        self.shared.drain_wanted.notify_one();
+    }
+
+    /// Takes one message's worth of credit; tells the owner when a count runs out.
+    fn spend_credit(&self) {
+        let mut active = lock(&self.active);
+        match *active {
+            Active::Once => *active = Active::Passive,
+            Active::Count(n) if n <= 1 => {
+                *active = Active::Passive;
+                drop(active);
+                self.emit(|env, dc| (atoms::data_channel_passive(), dc).encode(env));
+            }
+            Active::Count(n) => *active = Active::Count(n - 1),
+            Active::Passive | Active::Always => {}
+        }
+    }
+
+    async fn wait_for_credit(&self) -> bool {
+        loop {
+            let notified = self.credit.notified();
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                return false;
+            }
+            if lock(&self.active).has_credit() {
+                return true;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Starts the reader and writer of a channel that now exists in webrtc-rs.
@@ -105,24 +240,94 @@ fn attach(inst: &Arc<Instance>, handle: &Arc<DcHandle>, channel: Arc<dyn DataCha
         // A weak reference: the handle owns the queue's sender, so a strong one would keep
         // the writer (and the connection) alive forever.
         inst.handle
-            .spawn(writer(Arc::downgrade(handle), Arc::clone(&channel), rx));
+            .spawn(writer(Arc::clone(&handle.shared), Arc::clone(&channel), rx));
     }
     inst.handle
         .spawn(reader(Arc::downgrade(inst), Arc::clone(handle), channel));
 }
 
-async fn reader(
-    inst: std::sync::Weak<Instance>,
-    handle: Arc<DcHandle>,
-    channel: Arc<dyn DataChannel>,
-) {
-    while let Some(event) = channel.poll().await {
+/// Learns the channel's SCTP stream id and the negotiated maximum message size.
+async fn learn_transport_facts(handle: &DcHandle, channel: &Arc<dyn DataChannel>) {
+    let Some(pc) = handle.pc.upgrade().and_then(|e| e.peer_connection()) else {
+        return;
+    };
+    if let Some(sctp) = pc.sctp().await {
+        if let Ok(max) = sctp.max_message_size().await {
+            if max > 0 {
+                handle
+                    .max_message_size
+                    .store(max as usize, Ordering::Release);
+            }
+        }
+    }
+    if lock(&handle.info).stream_id.is_none() {
+        if let Some(id) = stream_id(&pc, channel).await {
+            lock(&handle.info).stream_id = Some(id);
+        }
+    }
+}
+
+/// webrtc-rs names a channel's stats `RTCDataChannel_<handle>`; they carry the stream id.
+async fn stream_id(pc: &Arc<dyn PeerConnection>, channel: &Arc<dyn DataChannel>) -> Option<u16> {
+    let key = format!("RTCDataChannel_{}", channel.id());
+    let report = pc
+        .get_stats(std::time::Instant::now(), StatsSelector::None)
+        .await;
+    let id = match report.get(&key) {
+        Some(RTCStatsReportEntry::DataChannel(s)) => Some(s.data_channel_identifier),
+        _ => None,
+    };
+    id
+}
+
+async fn reader(inst: Weak<Instance>, handle: Arc<DcHandle>, channel: Arc<dyn DataChannel>) {
+    let idle = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(idle);
+    let mut armed = false;
+    let mut received: u64 = 0;
+    let mut seen: u64 = 0;
+    let mut nudges_left = 0u8;
+    loop {
+        if !handle.wait_for_credit().await {
+            break;
+        }
+        let event = tokio::select! {
+            biased;
+            event = channel.poll() => event,
+            _ = &mut idle, if armed => {
+                if received != seen {
+                    // Still busy: look again later.
+                    seen = received;
+                    nudges_left = 2;
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
+                } else if nudges_left > 0 {
+                    // Messages stopped arriving: webrtc-rs may hold some it parked at its
+                    // read backlog limit, which it only resumes when a datagram arrives.
+                    handle.wake.nudge();
+                    nudges_left -= 1;
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER * 4);
+                } else {
+                    armed = false;
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
         match event {
             DataChannelEvent::OnOpen => {
+                learn_transport_facts(&handle, &channel).await;
                 handle.state.store(OPEN, Ordering::Release);
                 handle.emit(|env, dc| (atoms::data_channel_open(), dc).encode(env));
             }
             DataChannelEvent::OnMessage(msg) => {
+                received += 1;
+                if !armed {
+                    armed = true;
+                    seen = received;
+                    nudges_left = 2;
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
+                }
                 let text = msg.is_string;
                 let data = msg.data;
                 handle.emit(move |env, dc| {
@@ -130,31 +335,30 @@ async fn reader(
                     let kind = if text { atoms::text() } else { atoms::binary() };
                     (atoms::data_channel_message(), dc, (kind, bin.release(env))).encode(env)
                 });
+                handle.spend_credit();
             }
             DataChannelEvent::OnClosing => {
                 handle.state.store(CLOSING, Ordering::Release);
                 handle.emit(|env, dc| (atoms::data_channel_closing(), dc).encode(env));
             }
-            DataChannelEvent::OnClose => {
-                break;
-            }
+            DataChannelEvent::OnClose => break,
             DataChannelEvent::OnError => {
                 handle.emit(|env, dc| {
                     (
                         atoms::data_channel_error(),
                         dc,
-                        Error::Webrtc("channel error".into()),
+                        Error::Webrtc("data channel error".into()),
                     )
                         .encode(env)
                 });
             }
-            DataChannelEvent::OnBufferedAmountLow => {
-                handle.emit(|env, dc| (atoms::data_channel_buffered_amount_low(), dc).encode(env));
-            }
+            // The writer reports drains itself (see `writer`): these events share a queue
+            // with incoming messages, so they stall whenever the owner stops reading.
             _ => {}
         }
     }
     handle.state.store(CLOSED, Ordering::Release);
+    handle.shut_down();
     handle.emit(|env, dc| (atoms::data_channel_close(), dc).encode(env));
     if let Some(inst) = inst.upgrade() {
         lock(&inst.data_channels).remove(&handle.id);
@@ -163,31 +367,81 @@ async fn reader(
 }
 
 async fn writer(
-    handle: std::sync::Weak<DcHandle>,
+    h: Arc<Shared>,
     channel: Arc<dyn DataChannel>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    while let Some(out) = rx.recv().await {
-        let dequeued = |n: usize| {
-            if let Some(h) = handle.upgrade() {
-                h.queued.fetch_sub(n, Ordering::AcqRel);
+    loop {
+        // Between sends: if the owner waits for a drain, watch the SCTP buffer empty out.
+        let next = match rx.try_recv() {
+            Ok(out) => Some(out),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if h.above_threshold.load(Ordering::Acquire) && !h.shutdown.load(Ordering::Acquire)
+                {
+                    watch_drain(&h, &channel, &mut rx).await
+                } else {
+                    tokio::select! {
+                        out = rx.recv() => out,
+                        _ = h.drain_wanted.notified() => continue,
+                    }
+                }
             }
         };
+        let Some(out) = next else { break };
         let res = match out {
             Outgoing::Binary(data) => {
-                dequeued(data.len());
-                channel.send(data).await
+                let n = data.len();
+                let r = channel.send(data).await;
+                h.queued.fetch_sub(n, Ordering::AcqRel);
+                r
             }
             Outgoing::Text(text) => {
-                dequeued(text.len());
-                channel.send_text(&text).await
+                let n = text.len();
+                let r = channel.send_text(&text).await;
+                h.queued.fetch_sub(n, Ordering::AcqRel);
+                r
             }
             Outgoing::Close => channel.close().await,
         };
-        if let (Err(e), Some(h)) = (res, handle.upgrade()) {
+        if let Err(e) = res {
             let err = Error::from_webrtc(&e);
             h.emit(move |env, dc| (atoms::data_channel_error(), dc, err).encode(env));
         }
+        if h.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(b) = channel.outstanding_bytes().await {
+                h.sctp_buffered.store(b, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// The writer's queue is empty but the buffered amount is above the low threshold: poll
+/// the SCTP buffer until it drains to the threshold (then tell the owner), or until there
+/// is something new to send.
+async fn watch_drain(
+    h: &Shared,
+    channel: &Arc<dyn DataChannel>,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+) -> Option<Outgoing> {
+    let mut pause = Duration::from_micros(500);
+    loop {
+        if h.shutdown.load(Ordering::Acquire) {
+            return rx.recv().await;
+        }
+        let buffered = channel.outstanding_bytes().await.unwrap_or(0);
+        h.sctp_buffered.store(buffered, Ordering::Release);
+        if h.queued.load(Ordering::Acquire) + buffered <= h.low_threshold.load(Ordering::Acquire)
+            && h.above_threshold.swap(false, Ordering::AcqRel)
+        {
+            h.emit(|env, dc| (atoms::data_channel_buffered_amount_low(), dc).encode(env));
+            return rx.recv().await;
+        }
+        tokio::select! {
+            out = rx.recv() => return out,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 
@@ -196,7 +450,7 @@ pub fn announce_remote(events: &Arc<PcEvents>, channel: Arc<dyn DataChannel>) {
     let Some(inst) = events.instance.upgrade() else {
         return;
     };
-    let handle = DcHandle::new(&events.id, events.owner(), DcInfo::default());
+    let handle = DcHandle::new(events, DcInfo::default(), inst.default_active());
     lock(&inst.data_channels).insert(handle.id.clone(), Arc::clone(&handle));
     let dc_id = handle.id.clone();
     let inst2 = Arc::clone(&inst);
@@ -222,7 +476,7 @@ pub fn announce_remote(events: &Arc<PcEvents>, channel: Arc<dyn DataChannel>) {
 pub fn reassign_owner(inst: &Instance, pc_id: &str, old: LocalPid, new: LocalPid) {
     for dc in lock(&inst.data_channels).values() {
         if dc.pc_id == pc_id {
-            let mut owner = lock(&dc.owner);
+            let mut owner = lock(&dc.shared.owner);
             if *owner == old {
                 *owner = new;
             }
@@ -243,8 +497,24 @@ fn opt_u16(opts: Term<'_>, key: &str) -> NifResult<Option<u16>> {
     }
 }
 
-/// Decodes the options map Elixir normalized from `RTCDataChannelInit`.
-fn channel_init(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo)> {
+/// Decodes an `active` value: `true`, `false`, `:once` or an integer count.
+fn decode_active(term: Term<'_>) -> NifResult<Active> {
+    if let Ok(b) = term.decode::<bool>() {
+        return Ok(if b { Active::Always } else { Active::Passive });
+    }
+    if let Ok(a) = term.decode::<rustler::Atom>() {
+        if a == atoms::once() {
+            return Ok(Active::Once);
+        }
+    }
+    match term.decode::<i64>() {
+        Ok(n) if (1..=i64::from(i32::MAX)).contains(&n) => Ok(Active::Count(n)),
+        _ => Err(Error::InvalidOption("active".into())),
+    }
+}
+
+/// Decodes the options map Elixir normalized from `RTCDataChannelInit` (+ `active`).
+fn channel_init(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo, Option<Active>)> {
     let env = opts.get_env();
     let get = |key: &str| -> Option<Term<'_>> {
         let atom = rustler::Atom::from_str(env, key).ok()?;
@@ -275,10 +545,11 @@ fn channel_init(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo)> {
     };
     let id = opt_u16(opts, "id")?;
     let negotiated_id = match (negotiated, id) {
-        (true, Some(id)) => Some(id),
-        (true, None) => return Err(Error::InvalidOption("id".into())),
+        (true, Some(id)) if id < u16::MAX => Some(id),
+        (true, _) => return Err(Error::InvalidOption("id".into())),
         (false, _) => None,
     };
+    let active = get("active").map(decode_active).transpose()?;
     let init = RTCDataChannelInit {
         ordered,
         max_packet_life_time,
@@ -295,7 +566,7 @@ fn channel_init(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo)> {
         max_retransmits,
         max_packet_life_time,
     };
-    Ok((init, info))
+    Ok((init, info, active))
 }
 
 /// Creates a channel on a connection. `seed_reply` answers `{:data_channel_created, pc}`
@@ -316,10 +587,14 @@ fn dc_create<'a>(
         if label.len() > u16::MAX as usize {
             return Err(Error::TooLarge);
         }
-        let (init, mut info) = channel_init(opts)?;
+        let (init, mut info, active) = channel_init(opts)?;
         info.label = label.clone();
         let h = s.inner.pc(&pc_id)?;
-        let handle = DcHandle::new(&h.id, h.events.owner(), info);
+        let handle = DcHandle::new(
+            &h.events,
+            info,
+            active.unwrap_or_else(|| s.inner.default_active()),
+        );
         lock(&s.inner.data_channels).insert(handle.id.clone(), Arc::clone(&handle));
         let inst = Arc::clone(&s.inner);
         let dc_id = handle.id.clone();
@@ -381,7 +656,23 @@ fn dc_send<'a>(
         let bin: Binary<'_> = data.decode().map_err(|_| Error::InvalidArgument("data"))?;
         let state = h.state.load(Ordering::Acquire);
         if state != OPEN {
-            return Err(Error::InvalidState(state_name(state).into()));
+            return Err(if state == CLOSED {
+                Error::Closed
+            } else {
+                Error::InvalidState(state_name(state).into())
+            });
+        }
+        let len = bin.len();
+        if len > h.max_message_size.load(Ordering::Acquire) {
+            return Err(Error::TooLarge);
+        }
+        let limit = inst.config.data_channel_send_buffer_limit;
+        let sh = &h.shared;
+        let queued = sh.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + len > limit {
+            sh.above_threshold.store(true, Ordering::Release);
+            sh.drain_wanted.notify_one();
+            return Err(Error::BufferFull);
         }
         let out = if text {
             let s =
@@ -390,14 +681,12 @@ fn dc_send<'a>(
         } else {
             Outgoing::Binary(BytesMut::from(bin.as_slice()))
         };
-        let limit = inst.config.data_channel_send_buffer_limit;
-        let before = h.queued.fetch_add(bin.len(), Ordering::AcqRel);
-        if before > 0 && before.saturating_add(bin.len()) > limit {
-            h.queued.fetch_sub(bin.len(), Ordering::AcqRel);
-            return Err(Error::BufferFull);
+        sh.queued.fetch_add(len, Ordering::AcqRel);
+        if sh.buffered_amount() > sh.low_threshold.load(Ordering::Acquire) {
+            sh.above_threshold.store(true, Ordering::Release);
         }
         if h.tx.send(out).is_err() {
-            h.queued.fetch_sub(bin.len(), Ordering::AcqRel);
+            sh.queued.fetch_sub(len, Ordering::AcqRel);
             return Err(Error::Closed);
         }
         Ok(atoms::ok())
@@ -424,12 +713,55 @@ fn dc_close<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>) -> Term<'a> {
 fn dc_ready_state<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>) -> Term<'a> {
     let res = lookup(specter, dc).map(|h| {
         let name = state_name(h.state.load(Ordering::Acquire));
-        rustler::Atom::from_str(env, name).unwrap_or_else(|_| atoms::error())
+        (
+            atoms::ok(),
+            rustler::Atom::from_str(env, name).unwrap_or_else(|_| atoms::error()),
+        )
     });
-    match res {
-        Ok(a) => (atoms::ok(), a).encode(env),
-        Err(e) => crate::error::error_tuple(env, &e),
-    }
+    encode_result(env, res)
+}
+
+#[rustler::nif]
+fn dc_set_active<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>, active: Term<'a>) -> Term<'a> {
+    let res = (|| {
+        let h = lookup(specter, dc)?;
+        let next = decode_active(active)?;
+        let mut current = lock(&h.active);
+        *current = match (*current, next) {
+            // Counts add up, as with :inet.setopts(socket, active: n).
+            (Active::Count(a), Active::Count(b)) => Active::Count(a.saturating_add(b)),
+            (_, next) => next,
+        };
+        drop(current);
+        h.credit.notify_one();
+        Ok(atoms::ok())
+    })();
+    encode_result(env, res)
+}
+
+#[rustler::nif]
+fn dc_buffered_amount<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>) -> Term<'a> {
+    let res = lookup(specter, dc).map(|h| (atoms::ok(), h.shared.buffered_amount()));
+    encode_result(env, res)
+}
+
+#[rustler::nif]
+fn dc_set_buffered_amount_low_threshold<'a>(
+    env: Env<'a>,
+    specter: Term<'a>,
+    dc: Term<'a>,
+    threshold: Term<'a>,
+) -> Term<'a> {
+    let res = (|| {
+        let h = lookup(specter, dc)?;
+        let threshold: usize = threshold
+            .decode()
+            .map_err(|_| Error::InvalidArgument("threshold"))?;
+        h.shared.low_threshold.store(threshold, Ordering::Release);
+        h.shared.drain_wanted.notify_one();
+        Ok(atoms::ok())
+    })();
+    encode_result(env, res)
 }
 
 #[rustler::nif]
@@ -449,6 +781,14 @@ fn dc_info<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>) -> Term<'a> {
             (
                 atoms::max_packet_life_time(),
                 opt(info.max_packet_life_time),
+            ),
+            (
+                atoms::max_message_size(),
+                h.max_message_size.load(Ordering::Acquire).encode(env),
+            ),
+            (
+                atoms::buffered_amount_low_threshold(),
+                h.shared.low_threshold.load(Ordering::Acquire).encode(env),
             ),
             (atoms::peer_connection(), h.pc_id.as_str().encode(env)),
         ] {

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use rustler::{Atom, Encoder, Env, LocalPid, Monitor, Term};
@@ -84,6 +84,10 @@ pub struct PcEvents {
     /// `(mid, ufrag)` of the first media section of the local description, stamped on every
     /// emitted candidate so a browser can apply it.
     candidate_context: Mutex<Option<(String, Option<String>)>>,
+    /// The connection's driver wake-up (see `specter_core::runtime`).
+    pub wake: Arc<Wake>,
+    /// The connection itself, once built. Weak: the worker owns it.
+    pc: OnceLock<Weak<dyn PeerConnection>>,
 }
 
 impl PcEvents {
@@ -120,6 +124,11 @@ impl PcEvents {
             drop(states);
             self.emit_state(atoms::ice_gathering_state_change(), "gathering");
         }
+    }
+
+    /// The connection, while it exists.
+    pub fn peer_connection(&self) -> Option<Arc<dyn PeerConnection>> {
+        self.pc.get().and_then(Weak::upgrade)
     }
 
     fn mark_closed(&self) {
@@ -276,7 +285,6 @@ pub struct PcHandle {
     tx: mpsc::UnboundedSender<Msg>,
     closed: Arc<AtomicBool>,
     monitor: Mutex<Option<Monitor>>,
-    wake: Arc<Wake>,
 }
 
 impl PcHandle {
@@ -440,6 +448,7 @@ async fn worker(
             return;
         }
     };
+    let _ = spec.events.pc.set(Arc::downgrade(&pc));
     let rid = id.clone();
     mailbox::send(creator, move |env| {
         (atoms::peer_connection_ready(), rid.as_str()).encode(env)
@@ -508,6 +517,7 @@ fn pc_new<'a>(env: Env<'a>, specter: Term<'a>, api: Term<'a>) -> Term<'a> {
             .ok_or(Error::NotFound)?;
         let caller = env.pid();
         let id = new_id();
+        let runtime = ConnRuntime::new(s.inner.handle.clone(), Arc::clone(&s.inner.policy));
         let events = Arc::new(PcEvents {
             id: id.clone(),
             owner: Mutex::new(caller),
@@ -518,8 +528,9 @@ fn pc_new<'a>(env: Env<'a>, specter: Term<'a>, api: Term<'a>) -> Term<'a> {
                 ice_gathering: "new",
             }),
             candidate_context: Mutex::new(None),
+            wake: runtime.wake(),
+            pc: OnceLock::new(),
         });
-        let runtime = ConnRuntime::new(s.inner.handle.clone(), Arc::clone(&s.inner.policy));
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
         let monitor = env.monitor(&s, &caller);
@@ -529,7 +540,6 @@ fn pc_new<'a>(env: Env<'a>, specter: Term<'a>, api: Term<'a>) -> Term<'a> {
             tx,
             closed: Arc::clone(&closed),
             monitor: Mutex::new(monitor),
-            wake: runtime.wake(),
         });
         lock(&s.inner.pcs).insert(id.clone(), handle);
         let spec = BuildSpec {
@@ -714,7 +724,7 @@ fn pc_set_remote_description<'a>(
     let res = (|| {
         let (_, h) = lookup(specter, pc)?;
         let desc = parse_description(desc)?;
-        let wake = Arc::clone(&h.wake);
+        let wake = Arc::clone(&h.events.wake);
         h.submit(make_op(
             &h.events,
             env.pid(),
@@ -780,7 +790,7 @@ fn pc_add_ice_candidate<'a>(
     let res = (|| {
         let (_, h) = lookup(specter, pc)?;
         let candidate = parse_candidate(candidate)?;
-        let wake = Arc::clone(&h.wake);
+        let wake = Arc::clone(&h.events.wake);
         h.submit(make_op(
             &h.events,
             env.pid(),

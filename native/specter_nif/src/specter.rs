@@ -115,6 +115,7 @@ impl Instance {
                 let keep = dc.pc_id != id;
                 if !keep {
                     closed.insert(dc_id);
+                    dc.shut_down();
                 }
                 keep
             });
@@ -124,6 +125,11 @@ impl Instance {
             }
         }
         removed
+    }
+
+    /// The receive mode of a new data channel, from `data_channel_active`.
+    pub fn default_active(&self) -> crate::data_channel::ActiveMode {
+        crate::data_channel::ActiveMode::from_setting(&self.config.data_channel_active)
     }
 
     /// Closes every connection owned by `pid` (its owner exited).
@@ -146,7 +152,9 @@ impl Drop for Instance {
         for pc in pcs {
             pc.close(None);
         }
-        lock(&self.data_channels).clear();
+        for (_, dc) in lock(&self.data_channels).drain() {
+            dc.shut_down();
+        }
     }
 }
 
