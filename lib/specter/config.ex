@@ -22,6 +22,7 @@ defmodule Specter.Config do
   | `:ice_check_interval` | `50` | ms between connectivity checks while ICE is checking (RFC 8445's Ta; webrtc-rs uses 200) |
   | `:ice_max_binding_requests` | `28` | checks per candidate pair before it fails (28 x 50 ms keeps webrtc-rs's 1.4 s window) |
   | `:data_channel_send_buffer_limit` | `16_777_216` | bytes a data channel may have queued before `send` answers `{:error, :buffer_full}` |
+  | `:data_channel_receive_buffer` | `1_048_576` | bytes of incoming messages a data channel holds for an owner that has no credit (like a socket's receive buffer) before SCTP's window closes |
   | `:data_channel_active` | `true` | how a new data channel delivers incoming messages: `true`, `false`, `:once` or a count (see `Specter.DataChannel.set_active/3`) |
 
   ## Examples
@@ -56,7 +57,8 @@ defmodule Specter.Config do
           ice_check_interval: pos_integer() | nil,
           ice_max_binding_requests: pos_integer() | nil,
           data_channel_send_buffer_limit: pos_integer(),
-          data_channel_active: boolean() | :once | pos_integer()
+          data_channel_active: boolean() | :once | pos_integer(),
+          data_channel_receive_buffer: non_neg_integer()
         }
 
   defstruct ice_servers: [],
@@ -74,7 +76,8 @@ defmodule Specter.Config do
             ice_check_interval: 50,
             ice_max_binding_requests: 28,
             data_channel_send_buffer_limit: 16 * 1024 * 1024,
-            data_channel_active: true
+            data_channel_active: true,
+            data_channel_receive_buffer: 1024 * 1024
 
   @keys [
     :ice_servers,
@@ -92,7 +95,8 @@ defmodule Specter.Config do
     :ice_check_interval,
     :ice_max_binding_requests,
     :data_channel_send_buffer_limit,
-    :data_channel_active
+    :data_channel_active,
+    :data_channel_receive_buffer
   ]
 
   @doc """
@@ -216,8 +220,8 @@ defmodule Specter.Config do
     do: {:ok, %{acc | mdns: value}}
 
   defp put(acc, key, value)
-       when key in [:socket_buffer_size] and is_integer(value) and value >= 0 and
-              value <= 1_073_741_824,
+       when key in [:socket_buffer_size, :data_channel_receive_buffer] and is_integer(value) and
+              value >= 0 and value <= 1_073_741_824,
        do: {:ok, Map.put(acc, key, value)}
 
   defp put(acc, key, value)

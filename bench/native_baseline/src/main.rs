@@ -278,33 +278,46 @@ async fn setup(runs: usize) {
     );
 }
 
-/// Receives until `total` bytes arrived; nudges the driver when the channel goes idle.
+/// Receives until `total` bytes arrived. A side task nudges the driver when messages stop
+/// arriving (the same idle nudge Specter's reader does), so this loop stays a plain poll.
 async fn receive(dc: Arc<dyn DataChannel>, wake: Arc<Wake>, total: usize) -> (usize, usize) {
-    let nudge = env_usize("SPECTER_NUDGE", 1) == 1;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let count = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    if env_usize("SPECTER_NUDGE", 1) == 1 {
+        let (count, done) = (count.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut idle_ticks = 0;
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let now = count.load(Ordering::Relaxed);
+                if now == last && now > 0 {
+                    idle_ticks += 1;
+                    if idle_ticks <= 2 {
+                        wake.nudge();
+                    }
+                } else {
+                    idle_ticks = 0;
+                }
+                last = now;
+            }
+        });
+    }
     let mut got = 0usize;
     let mut msgs = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
-    let mut last_seen = 0usize;
     while got < total {
-        tokio::select! {
-            biased;
-            ev = dc.poll() => match ev {
-                Some(DataChannelEvent::OnMessage(m)) => {
-                    got += m.data.len();
-                    msgs += 1;
-                }
-                Some(_) => {}
-                None => break,
-            },
-            _ = tick.tick() => {
-                // No message since the last tick: the driver may have parked streams.
-                if nudge && msgs == last_seen {
-                    wake.nudge();
-                }
-                last_seen = msgs;
+        match dc.poll().await {
+            Some(DataChannelEvent::OnMessage(m)) => {
+                got += m.data.len();
+                msgs += 1;
+                count.store(msgs as u64, Ordering::Relaxed);
             }
+            Some(_) => {}
+            None => break,
         }
     }
+    done.store(true, Ordering::Relaxed);
     (got, msgs)
 }
 
@@ -318,12 +331,26 @@ async fn transfer(total: usize, size: usize, label: &str) {
     let receiver = tokio::spawn(async move { receive(dc_b, wake_b, total).await });
     let payload = vec![0xA5u8; size];
     let mut sent = 0usize;
+    let chunk = BytesMut::from(&payload[..]);
     while sent < total {
         let n = size.min(total - sent);
-        pair.dc_a
-            .send(BytesMut::from(&payload[..n]))
-            .await
-            .expect("send");
+        let msg = if n == size {
+            chunk.clone()
+        } else {
+            BytesMut::from(&payload[..n])
+        };
+        // try_send takes the connection lock once; on a full buffer wait until writable.
+        loop {
+            match pair.dc_a.try_send(msg.clone()).await {
+                Err(webrtc::error::Error::ErrSendBufferFull) => {
+                    pair.dc_a.writable().await.expect("writable")
+                }
+                other => {
+                    other.expect("send");
+                    break;
+                }
+            }
+        }
         sent += n;
     }
     let (got, msgs) = receiver.await.expect("receiver");

@@ -52,6 +52,7 @@ pub struct Config {
     pub ice_max_binding_requests: Option<u16>,
     pub data_channel_send_buffer_limit: usize,
     pub data_channel_active: ActiveSetting,
+    pub data_channel_receive_buffer: usize,
 }
 
 impl Config {

@@ -12,6 +12,7 @@
 //!   instance's `data_channel_send_buffer_limit`; the owner is told when the buffered amount
 //!   falls to the channel's low threshold.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -242,8 +243,13 @@ fn attach(inst: &Arc<Instance>, handle: &Arc<DcHandle>, channel: Arc<dyn DataCha
         inst.handle
             .spawn(writer(Arc::clone(&handle.shared), Arc::clone(&channel), rx));
     }
-    inst.handle
-        .spawn(reader(Arc::downgrade(inst), Arc::clone(handle), channel));
+    let budget = inst.config.data_channel_receive_buffer;
+    inst.handle.spawn(reader(
+        Arc::downgrade(inst),
+        Arc::clone(handle),
+        channel,
+        budget,
+    ));
 }
 
 /// Learns the channel's SCTP stream id and the negotiated maximum message size.
@@ -280,20 +286,53 @@ async fn stream_id(pc: &Arc<dyn PeerConnection>, channel: &Arc<dyn DataChannel>)
     id
 }
 
-async fn reader(inst: Weak<Instance>, handle: Arc<DcHandle>, channel: Arc<dyn DataChannel>) {
+async fn reader(
+    inst: Weak<Instance>,
+    handle: Arc<DcHandle>,
+    channel: Arc<dyn DataChannel>,
+    budget: usize,
+) {
     let idle = tokio::time::sleep(Duration::from_secs(86_400));
     tokio::pin!(idle);
     let mut armed = false;
     let mut received: u64 = 0;
     let mut seen: u64 = 0;
     let mut nudges_left = 0u8;
+    // Messages taken from webrtc-rs that the owner has no credit for yet, up to `budget`
+    // bytes (like a socket's receive buffer). Past it the reader stops polling, webrtc-rs's
+    // bounded queues fill and SCTP closes its window. Keeping the window open through short
+    // pauses matters: webrtc-rs sends no window update when it reopens, so a closed window
+    // costs the sender a 1 s retransmission timeout. Lifecycle events queue behind held
+    // messages, so `close` never overtakes data.
+    let mut held: VecDeque<(bool, BytesMut)> = VecDeque::new();
+    let mut held_bytes = 0usize;
+    let mut closing = false;
     loop {
-        if !handle.wait_for_credit().await {
+        // Hand over what the owner has credit for.
+        while !held.is_empty() && lock(&handle.active).has_credit() {
+            if let Some((text, data)) = held.pop_front() {
+                held_bytes -= data.len();
+                deliver(&handle, text, data);
+            }
+        }
+        if handle.shared.shutdown.load(Ordering::Acquire) {
             break;
         }
+        if closing && held.is_empty() {
+            break;
+        }
+        if closing || held_bytes >= budget {
+            // Nothing more may be taken: wait for credit (or shutdown).
+            if !handle.wait_for_credit().await {
+                break;
+            }
+            continue;
+        }
+        let credit = handle.credit.notified();
         let event = tokio::select! {
             biased;
             event = channel.poll() => event,
+            _ = credit, if !held.is_empty() => continue,
             _ = &mut idle, if armed => {
                 if received != seen {
                     // Still busy: look again later.
@@ -312,7 +351,10 @@ async fn reader(inst: Weak<Instance>, handle: Arc<DcHandle>, channel: Arc<dyn Da
                 continue;
             }
         };
-        let Some(event) = event else { break };
+        let Some(event) = event else {
+            closing = true;
+            continue;
+        };
         match event {
             DataChannelEvent::OnOpen => {
                 learn_transport_facts(&handle, &channel).await;
@@ -328,20 +370,18 @@ async fn reader(inst: Weak<Instance>, handle: Arc<DcHandle>, channel: Arc<dyn Da
                     idle.as_mut()
                         .reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
                 }
-                let text = msg.is_string;
-                let data = msg.data;
-                handle.emit(move |env, dc| {
-                    let bin = rustler::OwnedBinary::from_slice(&data);
-                    let kind = if text { atoms::text() } else { atoms::binary() };
-                    (atoms::data_channel_message(), dc, (kind, bin.release(env))).encode(env)
-                });
-                handle.spend_credit();
+                if held.is_empty() && lock(&handle.active).has_credit() {
+                    deliver(&handle, msg.is_string, msg.data);
+                } else {
+                    held_bytes += msg.data.len();
+                    held.push_back((msg.is_string, msg.data));
+                }
             }
             DataChannelEvent::OnClosing => {
                 handle.state.store(CLOSING, Ordering::Release);
                 handle.emit(|env, dc| (atoms::data_channel_closing(), dc).encode(env));
             }
-            DataChannelEvent::OnClose => break,
+            DataChannelEvent::OnClose => closing = true,
             DataChannelEvent::OnError => {
                 handle.emit(|env, dc| {
                     (
@@ -364,6 +404,16 @@ async fn reader(inst: Weak<Instance>, handle: Arc<DcHandle>, channel: Arc<dyn Da
         lock(&inst.data_channels).remove(&handle.id);
         lock(&inst.closed_dcs).insert(&handle.id);
     }
+}
+
+/// Sends one incoming message to the owner and takes its credit.
+fn deliver(handle: &DcHandle, text: bool, data: BytesMut) {
+    handle.emit(move |env, dc| {
+        let bin = rustler::OwnedBinary::from_slice(&data);
+        let kind = if text { atoms::text() } else { atoms::binary() };
+        (atoms::data_channel_message(), dc, (kind, bin.release(env))).encode(env)
+    });
+    handle.spend_credit();
 }
 
 async fn writer(
@@ -392,13 +442,13 @@ async fn writer(
         let res = match out {
             Outgoing::Binary(data) => {
                 let n = data.len();
-                let r = channel.send(data).await;
+                let r = send_binary(&channel, data).await;
                 h.queued.fetch_sub(n, Ordering::AcqRel);
                 r
             }
             Outgoing::Text(text) => {
                 let n = text.len();
-                let r = channel.send_text(&text).await;
+                let r = send_text(&channel, &text).await;
                 h.queued.fetch_sub(n, Ordering::AcqRel);
                 r
             }
@@ -412,6 +462,28 @@ async fn writer(
             if let Ok(b) = channel.outstanding_bytes().await {
                 h.sctp_buffered.store(b, Ordering::Release);
             }
+        }
+    }
+}
+
+/// Hands a message to webrtc-rs: `try_send` takes the connection's lock once (`send` takes
+/// it twice when a send-buffer limit is set); when webrtc-rs's buffer is full, wait until it
+/// is writable and try again.
+async fn send_binary(channel: &Arc<dyn DataChannel>, data: BytesMut) -> webrtc::error::Result<()> {
+    loop {
+        // `try_send` consumes its argument even when it refuses it.
+        match channel.try_send(data.clone()).await {
+            Err(webrtc::error::Error::ErrSendBufferFull) => channel.writable().await?,
+            other => return other,
+        }
+    }
+}
+
+async fn send_text(channel: &Arc<dyn DataChannel>, text: &str) -> webrtc::error::Result<()> {
+    loop {
+        match channel.try_send_text(text).await {
+            Err(webrtc::error::Error::ErrSendBufferFull) => channel.writable().await?,
+            other => return other,
         }
     }
 }
