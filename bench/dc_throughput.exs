@@ -125,7 +125,10 @@ defmodule Tput do
         if System.get_env("GAPS") do
           now = System.monotonic_time(:millisecond)
           last = Process.get(:last, now)
-          if now - last > 50, do: IO.puts("    gap #{now - last} ms at message #{msgs}, #{got} bytes")
+
+          if now - last > 50,
+            do: IO.puts("    gap #{now - last} ms at message #{msgs}, #{got} bytes")
+
           Process.put(:last, now)
         end
 
@@ -148,8 +151,12 @@ defmodule Tput do
     payload = :binary.copy(<<0xA5>>, size)
     parent = self()
 
-    receiver = spawn_link(fn -> receive(do: (:go -> receiver(specter, dc_b, count * size, parent))) end)
-    sender = spawn_link(fn -> receive(do: (:go -> sender(specter, dc_a, payload, count, parent))) end)
+    receiver =
+      spawn_link(fn -> receive(do: (:go -> receiver(specter, dc_b, count * size, parent))) end)
+
+    sender =
+      spawn_link(fn -> receive(do: (:go -> sender(specter, dc_a, payload, count, parent))) end)
+
     :ok = PeerConnection.controlling_process(specter, b, receiver)
     :ok = PeerConnection.controlling_process(specter, a, sender)
     drain()
