@@ -1,0 +1,314 @@
+defmodule Specter.Browser do
+  @moduledoc false
+  # A headless Chromium (Debian's `chromium`, driven by Playwright) for interop tests.
+  #
+  # A GenServer owns a Port to `node test/interop/js/driver.js` and speaks newline-delimited
+  # JSON with it: `call/4` runs `window.specterTest.<fun>(...args)` in the page
+  # (test/interop/js/page.js) and returns its result; events from the page (ICE candidates,
+  # connection states, data channel open/message/closing/close) are sent to the listener
+  # given to `open_page/2` as `{:browser, event}`, `event` being the decoded JSON map
+  # (string keys), e.g. `%{"type" => "message", "label" => "chat", "kind" => "text", ...}`.
+  #
+  # The driver closes Chromium when its stdin closes, so the browser goes away with this
+  # process (or with the VM). Setup: `scripts/setup chromium` and `npm ci --prefix
+  # test/interop/js` (`scripts/test` does both). `SPECTER_CHROMIUM` names another Chromium
+  # binary; see test/interop/README.md for debugging switches.
+
+  use GenServer
+
+  @js_dir Path.expand("../interop/js", __DIR__)
+  @driver Path.join(@js_dir, "driver.js")
+  @chromium "/usr/lib/chromium/chromium"
+  @launch_timeout 60_000
+  @ready_timeout 45_000
+  @quit_timeout 15_000
+
+  ## API
+
+  def child_spec(opts) do
+    %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, shutdown: @quit_timeout + 5_000}
+  end
+
+  @doc "Starts node, the driver and Chromium; returns once Chromium is up."
+  def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, timeout: @launch_timeout)
+
+  @doc "What is missing to run browser tests, or `:ok`."
+  def check_setup do
+    cond do
+      System.find_executable("node") == nil ->
+        {:error, "node is not installed"}
+
+      not File.exists?(chromium()) ->
+        {:error, "#{chromium()} is missing (scripts/setup chromium)"}
+
+      not File.dir?(Path.join(@js_dir, "node_modules/playwright-core")) ->
+        {:error, no_modules()}
+
+      true ->
+        :ok
+    end
+  end
+
+  @doc "Chromium's version and the page's URL, as the driver reported them at start."
+  def info(browser), do: GenServer.call(browser, :info)
+
+  @doc """
+  Opens a fresh page (closing the previous one) served from 127.0.0.1 that holds camera and
+  microphone permission (fake devices), and sends its events to `listener`.
+  """
+  def open_page(browser, listener \\ self()) do
+    :ok = GenServer.call(browser, {:listen, listener})
+    command(browser, %{cmd: "open_page"}, 20_000)
+  end
+
+  @doc "Closes the page and every peer connection in it."
+  def close_page(browser), do: command(browser, %{cmd: "close_page"}, 10_000)
+
+  @doc "Calls `window.specterTest.<fun>(...args)` in the page: `{:ok, result} | {:error, message}`."
+  def call(browser, fun, args \\ [], timeout \\ 10_000) do
+    command(browser, %{cmd: "call", fn: fun, args: args}, timeout)
+  end
+
+  @doc "As `call/4`, raising on an error."
+  def call!(browser, fun, args \\ [], timeout \\ 10_000) do
+    case call(browser, fun, args, timeout) do
+      {:ok, result} -> result
+      {:error, message} -> raise "browser call #{fun}(#{inspect(args)}) failed: #{message}"
+    end
+  end
+
+  @doc "The page's console errors and warnings, page errors and crashes seen so far."
+  def diagnostics(browser), do: GenServer.call(browser, :diagnostics)
+
+  @doc """
+  True for an ICE candidate (`RTCIceCandidateInit` map or its `candidate` string) whose
+  connection address is 127.0.0.1. Chromium also gathers candidates on the machine's other
+  addresses; only these may be given to Specter.
+  """
+  def loopback_candidate?(%{"candidate" => candidate}), do: loopback_candidate?(candidate)
+
+  def loopback_candidate?("candidate:" <> _ = candidate) do
+    case String.split(candidate, " ", trim: true) do
+      [_foundation, _component, _protocol, _priority, "127.0.0.1", _port, "typ" | _] -> true
+      _ -> false
+    end
+  end
+
+  def loopback_candidate?(_), do: false
+
+  @doc "A session description with every `a=candidate` line not on 127.0.0.1 removed."
+  def loopback_only_sdp(%{"sdp" => sdp} = description) do
+    lines =
+      sdp
+      |> String.split("\r\n")
+      |> Enum.reject(fn
+        "a=candidate:" <> _ = line -> not loopback_candidate?(String.trim_leading(line, "a="))
+        _ -> false
+      end)
+
+    %{description | "sdp" => Enum.join(lines, "\r\n")}
+  end
+
+  defp command(browser, message, timeout) do
+    GenServer.call(browser, {:command, message, timeout}, timeout + 1_000)
+  end
+
+  defp chromium, do: System.get_env("SPECTER_CHROMIUM") || @chromium
+
+  defp no_modules,
+    do: "playwright-core is not installed in #{@js_dir} (npm ci --prefix test/interop/js)"
+
+  ## Server
+
+  @impl true
+  def init(_opts) do
+    Process.flag(:trap_exit, true)
+
+    with :ok <- check_setup(),
+         port = open_port(),
+         {:ok, ready, buffer} <- await_ready(port, "") do
+      {:ok,
+       %{
+         port: port,
+         buffer: buffer,
+         info: ready,
+         next_id: 1,
+         pending: %{},
+         listener: nil,
+         diagnostics: []
+       }}
+    else
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  defp open_port do
+    Port.open({:spawn_executable, System.find_executable("node")}, [
+      :binary,
+      :exit_status,
+      :use_stdio,
+      :hide,
+      {:line, 65_536},
+      {:args, [@driver]},
+      {:cd, @js_dir},
+      {:env, [{~c"SPECTER_CHROMIUM", String.to_charlist(chromium())}]}
+    ])
+  end
+
+  defp await_ready(port, buffer) do
+    receive do
+      {^port, {:data, {:noeol, chunk}}} ->
+        await_ready(port, buffer <> chunk)
+
+      {^port, {:data, {:eol, chunk}}} ->
+        case Specter.JSON.decode(buffer <> chunk) do
+          {:ok, %{"ready" => ready}} -> {:ok, ready, ""}
+          {:ok, %{"fatal" => message}} -> {:error, {:driver_failed, message}}
+          _ -> {:error, {:unexpected_driver_output, buffer <> chunk}}
+        end
+
+      {^port, {:exit_status, status}} ->
+        {:error, {:driver_exited, status}}
+    after
+      @ready_timeout ->
+        kill(port)
+        {:error, :launch_timeout}
+    end
+  end
+
+  @impl true
+  def handle_call(:info, _from, state), do: {:reply, state.info, state}
+
+  def handle_call(:diagnostics, _from, state),
+    do: {:reply, Enum.reverse(state.diagnostics), state}
+
+  def handle_call({:listen, pid}, _from, state), do: {:reply, :ok, %{state | listener: pid}}
+
+  def handle_call({:command, message, timeout}, from, state) do
+    id = state.next_id
+    {:ok, line} = Specter.JSON.encode(Map.put(message, :id, id))
+    true = Port.command(state.port, [line, ?\n])
+    timer = Process.send_after(self(), {:command_timeout, id}, timeout)
+    pending = Map.put(state.pending, id, {from, timer})
+    {:noreply, %{state | next_id: id + 1, pending: pending}}
+  end
+
+  @impl true
+  def handle_info({port, {:data, {:noeol, chunk}}}, %{port: port} = state),
+    do: {:noreply, %{state | buffer: state.buffer <> chunk}}
+
+  def handle_info({port, {:data, {:eol, chunk}}}, %{port: port} = state) do
+    line = state.buffer <> chunk
+    state = %{state | buffer: ""}
+
+    case Specter.JSON.decode(line) do
+      {:ok, %{"id" => id} = reply} when is_integer(id) ->
+        {:noreply, reply(state, id, reply)}
+
+      {:ok, %{"event" => event}} ->
+        {:noreply, event(state, event)}
+
+      {:ok, %{"fatal" => message}} ->
+        {:noreply, event(state, %{"type" => "fatal", "message" => message})}
+
+      _ ->
+        {:noreply, event(state, %{"type" => "driver_output", "line" => line})}
+    end
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    for {_id, {from, timer}} <- state.pending do
+      Process.cancel_timer(timer)
+      GenServer.reply(from, {:error, {:driver_exited, status}})
+    end
+
+    if state.listener, do: send(state.listener, {:browser_down, status})
+    {:stop, {:shutdown, {:driver_exited, status}}, %{state | port: nil, pending: %{}}}
+  end
+
+  def handle_info({:command_timeout, id}, state) do
+    case Map.pop(state.pending, id) do
+      {{from, _timer}, pending} ->
+        GenServer.reply(from, {:error, :timeout})
+        {:noreply, %{state | pending: pending}}
+
+      {nil, _} ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: {:noreply, state}
+  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp reply(state, id, reply) do
+    case Map.pop(state.pending, id) do
+      {{from, timer}, pending} ->
+        Process.cancel_timer(timer)
+
+        result =
+          case reply do
+            %{"error" => message} -> {:error, message}
+            %{"ok" => result} -> {:ok, result}
+          end
+
+        GenServer.reply(from, result)
+        %{state | pending: pending}
+
+      {nil, _} ->
+        # Answered after its caller gave up.
+        state
+    end
+  end
+
+  defp event(state, %{"type" => type} = event)
+       when type in ["console", "page_error", "page_crash", "fatal", "driver_output"] do
+    forward(state, event)
+    %{state | diagnostics: [event | state.diagnostics]}
+  end
+
+  defp event(state, event) do
+    forward(state, event)
+    state
+  end
+
+  defp forward(%{listener: nil}, _event), do: :ok
+  defp forward(%{listener: pid}, event), do: send(pid, {:browser, event})
+
+  @impl true
+  def terminate(_reason, %{port: nil}), do: :ok
+
+  def terminate(_reason, %{port: port}) do
+    # On `quit` (or when its stdin closes) the driver closes Chromium, removes the profile
+    # directory and exits; it is killed if it has not within @quit_timeout.
+    {:ok, line} = Specter.JSON.encode(%{id: 0, cmd: "quit"})
+    Port.command(port, [line, ?\n])
+    await_exit(port, System.monotonic_time(:millisecond) + @quit_timeout)
+  end
+
+  defp await_exit(port, deadline) do
+    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {^port, {:exit_status, _}} -> :ok
+      {^port, {:data, _}} -> await_exit(port, deadline)
+    after
+      remaining -> kill(port)
+    end
+  end
+
+  defp kill(port) do
+    case Port.info(port, :os_pid) do
+      {:os_pid, pid} -> System.cmd("kill", ["-KILL", Integer.to_string(pid)])
+      _ -> :ok
+    end
+
+    catch_port_close(port)
+  end
+
+  defp catch_port_close(port) do
+    Port.close(port)
+  catch
+    _, _ -> :ok
+  end
+end
