@@ -12,7 +12,9 @@ defmodule Specter.DataChannel do
     * `{:data_channel_passive, dc}` - an `{:active, n}` count ran out (see below)
     * `{:data_channel_buffered_amount_low, dc}` - the buffered amount fell to the low threshold
     * `{:data_channel_error, dc, reason}` - a send or close failed
-    * `{:data_channel_closing, dc}`, then `{:data_channel_close, dc}`
+    * `{:data_channel_closing, dc}` when the remote peer closes the channel (after the messages
+      it sent before), then `{:data_channel_close, dc}`; a channel closed with `close/2`, or
+      whose connection closes, only gets `{:data_channel_close, dc}` (as W3C)
 
   ## Flow control
 

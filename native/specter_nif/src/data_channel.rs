@@ -153,6 +153,8 @@ pub struct DcHandle {
     max_message_size: AtomicUsize,
     active: Mutex<Active>,
     credit: Notify,
+    /// The owner called `close/2` (W3C: no `closing` event then), or `closing` was sent.
+    closing_done: AtomicBool,
     wake: Arc<Wake>,
     pc: Weak<PcEvents>,
 }
@@ -182,6 +184,7 @@ impl DcHandle {
             max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
             active: Mutex::new(active),
             credit: Notify::new(),
+            closing_done: AtomicBool::new(false),
             wake: Arc::clone(&events.wake),
             pc: Arc::downgrade(events),
         })
@@ -200,6 +203,13 @@ impl DcHandle {
         self.shared.shutdown.store(true, Ordering::Release);
         self.credit.notify_one();
         self.shared.drain_wanted.notify_one();
+    }
+
+    /// `{:data_channel_closing, dc}`, once, unless the owner closed the channel itself.
+    fn announce_closing(&self) {
+        if !self.closing_done.swap(true, Ordering::AcqRel) {
+            self.emit(|env, dc| (atoms::data_channel_closing(), dc).encode(env));
+        }
     }
 
     /// Takes one message's worth of credit; tells the owner when a count runs out.
@@ -319,6 +329,8 @@ async fn reader(
             break;
         }
         if closing && held.is_empty() {
+            handle.state.store(CLOSING, Ordering::Release);
+            handle.announce_closing();
             break;
         }
         if closing || held_bytes >= budget {
@@ -379,8 +391,10 @@ async fn reader(
             }
             DataChannelEvent::OnClosing => {
                 handle.state.store(CLOSING, Ordering::Release);
-                handle.emit(|env, dc| (atoms::data_channel_closing(), dc).encode(env));
+                handle.announce_closing();
             }
+            // webrtc-rs 0.21.1 defines OnClosing but never emits it: when the remote peer
+            // closes, `closing` is announced here once the messages before it are delivered.
             DataChannelEvent::OnClose => closing = true,
             DataChannelEvent::OnError => {
                 handle.emit(|env, dc| {
@@ -775,6 +789,7 @@ fn dc_close<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>) -> Term<'a> {
             return Err(Error::Closed);
         }
         h.state.store(CLOSING.max(state), Ordering::Release);
+        h.closing_done.store(true, Ordering::Release);
         h.tx.send(Outgoing::Close).map_err(|_| Error::Closed)?;
         Ok(atoms::ok())
     })();

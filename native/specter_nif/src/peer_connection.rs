@@ -946,6 +946,30 @@ fn stats_entry_value(entry: &RTCStatsReportEntry) -> Option<Value> {
     v.ok()
 }
 
+/// webrtc-rs 0.21.1 names candidate stats `RTCLocalIceCandidate_<id>` /
+/// `RTCRemoteIceCandidate_<id>` but has candidate pairs refer to them as `<id>`, so W3C's
+/// `localCandidateId`/`remoteCandidateId` dangle. Point them at the entries that exist.
+fn repair_candidate_links(obj: &mut serde_json::Map<String, Value>) {
+    let ids: std::collections::HashSet<String> = obj.keys().cloned().collect();
+    for value in obj.values_mut() {
+        if value.get("type").and_then(Value::as_str) != Some("candidate-pair") {
+            continue;
+        }
+        for (key, prefix) in [
+            ("localCandidateId", "RTCLocalIceCandidate_"),
+            ("remoteCandidateId", "RTCRemoteIceCandidate_"),
+        ] {
+            let Some(id) = value.get(key).and_then(Value::as_str) else {
+                continue;
+            };
+            let prefixed = format!("{prefix}{id}");
+            if !ids.contains(id) && ids.contains(&prefixed) {
+                value[key] = Value::String(prefixed);
+            }
+        }
+    }
+}
+
 #[rustler::nif]
 fn pc_get_stats<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, as_map: bool) -> Term<'a> {
     let res = (|| {
@@ -962,6 +986,7 @@ fn pc_get_stats<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, as_map: bool)
                         obj.insert(entry.id().to_owned(), v);
                     }
                 }
+                repair_candidate_links(&mut obj);
                 let value = Value::Object(obj);
                 Ok(if as_map {
                     reply(move |env, pc| {
