@@ -339,17 +339,13 @@ async fn transfer(total: usize, size: usize, label: &str) {
         } else {
             BytesMut::from(&payload[..n])
         };
-        // try_send takes the connection lock once; on a full buffer wait until writable.
-        loop {
-            match pair.dc_a.try_send(msg.clone()).await {
-                Err(webrtc::error::Error::ErrSendBufferFull) => {
-                    pair.dc_a.writable().await.expect("writable")
-                }
-                other => {
-                    other.expect("send");
-                    break;
-                }
+        // try_send takes the connection lock once; on a full buffer, send waits for room
+        // (writable + try_send in a loop can spin one message short of the limit).
+        match pair.dc_a.try_send(msg.clone()).await {
+            Err(webrtc::error::Error::ErrSendBufferFull) => {
+                pair.dc_a.send(msg).await.expect("send")
             }
+            other => other.expect("send"),
         }
         sent += n;
     }

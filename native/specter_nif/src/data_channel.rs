@@ -333,8 +333,12 @@ async fn reader(
             handle.announce_closing();
             break;
         }
-        if closing || held_bytes >= budget {
-            // Nothing more may be taken: wait for credit (or shutdown).
+        // Take more from webrtc-rs while under budget. With nothing held the reader always
+        // polls, so lifecycle events (`open`) flow even for a passive owner; it then holds at
+        // most one message beyond the budget.
+        let may_take = !closing && (held.is_empty() || held_bytes < budget);
+        if !may_take {
+            // Wait for credit (or shutdown); the loop's top then hands over what is held.
             if !handle.wait_for_credit().await {
                 break;
             }
@@ -480,25 +484,23 @@ async fn writer(
     }
 }
 
-/// Hands a message to webrtc-rs: `try_send` takes the connection's lock once (`send` takes
-/// it twice when a send-buffer limit is set); when webrtc-rs's buffer is full, wait until it
-/// is writable and try again.
+/// Hands a message to webrtc-rs. `try_send` takes the connection's lock once (`send` takes
+/// it twice when a send-buffer limit is set: once to wait for room, once to send). When the
+/// buffer is full, fall back to `send`, which waits for room. (Not `writable` + `try_send`
+/// in a loop: `writable` admits a buffer one byte under the limit that `try_send` then
+/// refuses, and the two would spin.)
 async fn send_binary(channel: &Arc<dyn DataChannel>, data: BytesMut) -> webrtc::error::Result<()> {
-    loop {
-        // `try_send` consumes its argument even when it refuses it.
-        match channel.try_send(data.clone()).await {
-            Err(webrtc::error::Error::ErrSendBufferFull) => channel.writable().await?,
-            other => return other,
-        }
+    // `try_send` consumes its argument even when it refuses it.
+    match channel.try_send(data.clone()).await {
+        Err(webrtc::error::Error::ErrSendBufferFull) => channel.send(data).await,
+        other => other,
     }
 }
 
 async fn send_text(channel: &Arc<dyn DataChannel>, text: &str) -> webrtc::error::Result<()> {
-    loop {
-        match channel.try_send_text(text).await {
-            Err(webrtc::error::Error::ErrSendBufferFull) => channel.writable().await?,
-            other => return other,
-        }
+    match channel.try_send_text(text).await {
+        Err(webrtc::error::Error::ErrSendBufferFull) => channel.send_text(text).await,
+        other => other,
     }
 }
 
