@@ -306,12 +306,22 @@ async fn receive(dc: Arc<dyn DataChannel>, wake: Arc<Wake>, total: usize) -> (us
     }
     let mut got = 0usize;
     let mut msgs = 0usize;
+    let gaps = std::env::var("GAPS").is_ok();
+    let mut last = Instant::now();
     while got < total {
         match dc.poll().await {
             Some(DataChannelEvent::OnMessage(m)) => {
                 got += m.data.len();
                 msgs += 1;
                 count.store(msgs as u64, Ordering::Relaxed);
+                if gaps {
+                    let now = Instant::now();
+                    let gap = now.duration_since(last);
+                    if gap > Duration::from_millis(50) {
+                        eprintln!("gap {gap:?} at message {msgs}");
+                    }
+                    last = now;
+                }
             }
             Some(_) => {}
             None => break,

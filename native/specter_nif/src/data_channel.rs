@@ -470,16 +470,14 @@ async fn writer(
                 h.queued.fetch_sub(n, Ordering::AcqRel);
                 r
             }
-            Outgoing::Close => channel.close().await,
+            Outgoing::Close => {
+                flush_before_close(&channel).await;
+                channel.close().await
+            }
         };
         if let Err(e) = res {
             let err = Error::from_webrtc(&e);
             h.emit(move |env, dc| (atoms::data_channel_error(), dc, err).encode(env));
-        }
-        if h.queued.load(Ordering::Acquire) == 0 {
-            if let Ok(b) = channel.outstanding_bytes().await {
-                h.sctp_buffered.store(b, Ordering::Release);
-            }
         }
     }
 }
@@ -504,6 +502,23 @@ async fn send_text(channel: &Arc<dyn DataChannel>, text: &str) -> webrtc::error:
     }
 }
 
+/// How long `close/2` waits for messages already handed to SCTP to be acknowledged.
+const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// W3C `close()` sends what was queued before it. webrtc-rs resets the SCTP stream at once,
+/// dropping whatever SCTP has not transmitted yet, so wait for the buffer to drain first.
+async fn flush_before_close(channel: &Arc<dyn DataChannel>) {
+    let deadline = tokio::time::Instant::now() + CLOSE_FLUSH_LIMIT;
+    let mut pause = Duration::from_millis(1);
+    while let Ok(outstanding) = channel.outstanding_bytes().await {
+        if outstanding == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 /// The writer's queue is empty but the buffered amount is above the low threshold: poll
 /// the SCTP buffer until it drains to the threshold (then tell the owner), or until there
 /// is something new to send.
@@ -512,6 +527,12 @@ async fn watch_drain(
     channel: &Arc<dyn DataChannel>,
     rx: &mut mpsc::UnboundedReceiver<Outgoing>,
 ) -> Option<Outgoing> {
+    // A sender that keeps the queue busy empties it between every two messages: give it a
+    // moment before watching the SCTP buffer, so a steady stream costs no polling.
+    tokio::select! {
+        out = rx.recv() => return out,
+        _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+    }
     let mut pause = Duration::from_micros(500);
     loop {
         if h.shutdown.load(Ordering::Acquire) {
