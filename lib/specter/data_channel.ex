@@ -9,6 +9,8 @@ defmodule Specter.DataChannel do
 
     * `{:data_channel_open, dc}` - the channel can send
     * `{:data_channel_message, dc, {:text, binary}}` or `{:data_channel_message, dc, {:binary, binary}}`
+    * `{:data_channel_messages, dc, [{:text | :binary, binary}, ...]}` instead, for a channel
+      that batches (`set_batch/3`)
     * `{:data_channel_passive, dc}` - an `{:active, n}` count ran out (see below)
     * `{:data_channel_buffered_amount_low, dc}` - the buffered amount fell to the low threshold
     * `{:data_channel_error, dc, reason}` - a send or close failed
@@ -27,8 +29,17 @@ defmodule Specter.DataChannel do
       counts add up like `:inet.setopts(socket, active: n)`;
     * `false` - passive: nothing is delivered until the mode changes (`recv/3` asks for one).
 
-  While a channel is passive Specter stops taking its messages from webrtc-rs, whose queues
-  fill and close the SCTP receive window: the sender slows down and nobody's memory grows.
+  While a channel is passive Specter holds up to the instance's
+  `:data_channel_receive_buffer` bytes (1 MiB), then stops taking its messages from
+  webrtc-rs, whose queues fill and close the SCTP receive window: the sender slows down and
+  nobody's memory grows. (webrtc-rs sends no window update when the window reopens, so a
+  sender that was stopped this way resumes only at its next retransmission or delayed-ack
+  timer: keep credit flowing, e.g. a large enough count, to avoid that.)
+
+  **Batching.** A high-rate consumer can take several messages per Erlang message:
+  `set_batch(specter, dc, n)` makes the channel deliver up to `n` messages already waiting
+  as one `{:data_channel_messages, dc, [message, ...]}` (each message still takes one unit of
+  credit). Nothing waits to fill a batch.
 
   **Sending** never drops a message silently. `send/3` queues it and returns at once; it
   answers `{:error, :buffer_full}` when the instance's `:data_channel_send_buffer_limit`
@@ -86,6 +97,7 @@ defmodule Specter.DataChannel do
   @type event_t() ::
           {:data_channel_open, t()}
           | {:data_channel_message, t(), {:text | :binary, binary()}}
+          | {:data_channel_messages, t(), [{:text | :binary, binary()}]}
           | {:data_channel_passive, t()}
           | {:data_channel_buffered_amount_low, t()}
           | {:data_channel_error, t(), Specter.error()}
@@ -111,7 +123,8 @@ defmodule Specter.DataChannel do
   Options are `RTCDataChannelInit`'s: `ordered` (default `true`), `max_retransmits` or
   `max_packet_life_time` (ms) for partial reliability, `protocol`, and `negotiated: true`
   with an `id` for a channel both sides create out-of-band (no `{:data_channel, pc, dc}`
-  announcement then: each side uses its own handle). `active:` sets the receive mode.
+  announcement then: each side uses its own handle). `active:` sets the receive mode and
+  `batch:` the batching (`set_batch/3`).
 
       iex> {:ok, specter} = Specter.init()
       iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
@@ -123,11 +136,37 @@ defmodule Specter.DataChannel do
   """
   @spec create(Specter.t(), Specter.PeerConnection.t(), String.t(), [init_option()]) ::
           {:ok, t()} | {:error, Specter.error()}
-  def create(specter, pc, label, opts \\ []) do
-    with {:ok, init} <- init_options(opts) do
-      Native.dc_create(Specter.native(specter), pc, label, init, false)
+  def create(specter, pc, label, opts \\ [])
+
+  def create(specter, pc, label, opts) when is_list(opts) do
+    {batch, opts} = if Keyword.keyword?(opts), do: Keyword.pop(opts, :batch, 1), else: {1, opts}
+
+    with {:ok, init} <- init_options(opts),
+         :ok <- valid_batch(batch),
+         {:ok, dc} <- Native.dc_create(Specter.native(specter), pc, label, init, false) do
+      if batch != 1, do: :ok = set_batch(specter, dc, batch)
+      {:ok, dc}
     end
   end
+
+  def create(_specter, _pc, _label, _opts), do: {:error, {:invalid_argument, :options}}
+
+  defp valid_batch(n) when is_integer(n) and n >= 1 and n <= 65_536, do: :ok
+  defp valid_batch(_), do: {:error, {:invalid_option, :batch}}
+
+  @doc """
+  Makes the channel deliver up to `n` messages that are already waiting as one
+  `{:data_channel_messages, dc, [message, ...]}` (1, the default, delivers each as
+  `{:data_channel_message, dc, message}`). Also `batch: n` when creating.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, dc} = Specter.DataChannel.create(specter, pc, "telemetry", batch: 64)
+      iex> Specter.DataChannel.set_batch(specter, dc, 0)
+      {:error, {:invalid_option, :batch}}
+  """
+  @spec set_batch(Specter.t(), t(), pos_integer()) :: :ok | {:error, Specter.error()}
+  def set_batch(specter, dc, n), do: Native.dc_set_batch(Specter.native(specter), dc, n)
 
   @doc """
   Sends a binary message. Returns `{:error, {:invalid_state, "connecting"}}` before the

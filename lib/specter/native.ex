@@ -63,6 +63,7 @@ defmodule Specter.Native do
   def dc_info(_specter, _dc), do: nif()
   def dc_set_active(_specter, _dc, _active), do: nif()
   def dc_buffered_amount(_specter, _dc), do: nif()
+  def dc_set_batch(_specter, _dc, _batch), do: nif()
   def dc_set_buffered_amount_low_threshold(_specter, _dc, _threshold), do: nif()
 
   # Specter.TrackLocalStaticSample

@@ -295,7 +295,7 @@ async fn receive(dc: Arc<dyn DataChannel>, wake: Arc<Wake>, total: usize) -> (us
                 let now = count.load(Ordering::Relaxed);
                 if now == last && now > 0 {
                     idle_ticks += 1;
-                    if idle_ticks <= 2 {
+                    if idle_ticks <= env_usize("NUDGES", 2) {
                         wake.nudge();
                     }
                 } else {
@@ -362,7 +362,11 @@ async fn transfer(total: usize, size: usize, label: &str) {
         // (writable + try_send in a loop can spin one message short of the limit).
         match pair.dc_a.try_send(msg.clone()).await {
             Err(webrtc::error::Error::ErrSendBufferFull) => {
-                pair.dc_a.send(msg).await.expect("send")
+                let t = Instant::now();
+                pair.dc_a.send(msg).await.expect("send");
+                if std::env::var("GAPS").is_ok() && t.elapsed() > Duration::from_millis(20) {
+                    eprintln!("sender blocked {:?} at byte {sent}", t.elapsed());
+                }
             }
             other => other.expect("send"),
         }

@@ -68,6 +68,7 @@ rustler::atoms! {
     data_channel,
     data_channel_open,
     data_channel_message,
+    data_channel_messages,
     data_channel_closing,
     data_channel_close,
     data_channel_error,

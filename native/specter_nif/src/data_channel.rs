@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use rustler::{Binary, Encoder, Env, LocalPid, Term};
 use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
@@ -162,6 +163,8 @@ pub struct DcHandle {
     max_message_size: AtomicUsize,
     active: Mutex<Active>,
     credit: Notify,
+    /// Up to how many waiting messages go to the owner in one Erlang message (1 = one each).
+    batch: AtomicUsize,
     /// The owner called `close/2` (W3C: no `closing` event then), or `closing` was sent.
     closing_done: AtomicBool,
     wake: Arc<Wake>,
@@ -193,6 +196,7 @@ impl DcHandle {
             max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
             active: Mutex::new(active),
             credit: Notify::new(),
+            batch: AtomicUsize::new(1),
             closing_done: AtomicBool::new(false),
             wake: Arc::clone(&events.wake),
             pc: Arc::downgrade(events),
@@ -313,116 +317,108 @@ async fn stream_id(pc: &Arc<dyn PeerConnection>, channel: &Arc<dyn DataChannel>)
     id
 }
 
-async fn reader(
-    inst: Weak<Instance>,
+/// The reader's working state (see `reader`).
+struct Reader {
     handle: Arc<DcHandle>,
     channel: Arc<dyn DataChannel>,
+    /// Messages taken from webrtc-rs that the owner has no credit for yet, up to `budget`
+    /// bytes (like a socket's receive buffer). Past it the reader stops polling, webrtc-rs's
+    /// bounded queues fill and SCTP closes its window. Keeping the window open through short
+    /// pauses matters: webrtc-rs sends no window update when it reopens, so a closed window
+    /// costs the sender a retransmission timeout. Lifecycle events queue behind held
+    /// messages, so `close` never overtakes data.
+    held: VecDeque<(bool, BytesMut)>,
+    held_bytes: usize,
     budget: usize,
-) {
-    let idle = tokio::time::sleep(Duration::from_secs(86_400));
-    tokio::pin!(idle);
-    let mut armed = false;
-    let mut received: u64 = 0;
-    let mut seen: u64 = 0;
-    let mut nudges_left = 0u8;
-    // Messages taken from webrtc-rs that the owner has no credit for yet, up to `budget`
-    // bytes (like a socket's receive buffer). Past it the reader stops polling, webrtc-rs's
-    // bounded queues fill and SCTP closes its window. Keeping the window open through short
-    // pauses matters: webrtc-rs sends no window update when it reopens, so a closed window
-    // costs the sender a 1 s retransmission timeout. Lifecycle events queue behind held
-    // messages, so `close` never overtakes data.
-    let mut held: VecDeque<(bool, BytesMut)> = VecDeque::new();
-    let mut held_bytes = 0usize;
-    let mut closing = false;
-    loop {
-        // Hand over what the owner has credit for.
-        while !held.is_empty() {
-            let Some(count_ran_out) = handle.take_credit() else {
-                break;
-            };
-            if let Some((text, data)) = held.pop_front() {
-                held_bytes -= data.len();
-                deliver(&handle, text, data, count_ran_out);
-            }
-        }
-        if handle.shared.shutdown.load(Ordering::Acquire) {
-            break;
-        }
-        if closing && held.is_empty() {
-            handle.state.store(CLOSING, Ordering::Release);
-            handle.announce_closing();
-            break;
-        }
-        // Take more from webrtc-rs while under budget. With nothing held the reader always
-        // polls, so lifecycle events (`open`) flow even for a passive owner; it then holds at
-        // most one message beyond the budget.
-        let may_take = !closing && (held.is_empty() || held_bytes < budget);
-        if !may_take {
-            // Wait for credit (or shutdown); the loop's top then hands over what is held.
-            if !handle.wait_for_credit().await {
-                break;
-            }
-            continue;
-        }
-        let credit = handle.credit.notified();
-        let event = tokio::select! {
-            biased;
-            event = channel.poll() => event,
-            _ = credit, if !held.is_empty() => continue,
-            _ = &mut idle, if armed => {
-                if received != seen {
-                    // Still busy: look again later.
-                    seen = received;
-                    nudges_left = 2;
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
-                } else if nudges_left > 0 {
-                    // Messages stopped arriving: webrtc-rs may hold some it parked at its
-                    // read backlog limit, which it only resumes when a datagram arrives.
-                    handle.wake.nudge();
-                    nudges_left -= 1;
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER * 4);
-                } else {
-                    armed = false;
+    closing: bool,
+    /// An event met while collecting a batch of messages, handled after the batch.
+    deferred: Option<DataChannelEvent>,
+    received: u64,
+}
+
+impl Reader {
+    /// Hands the owner what it has credit for, one message per Erlang message or in batches.
+    fn flush(&mut self) {
+        while !self.held.is_empty() {
+            let batch = self.handle.batch.load(Ordering::Acquire).max(1);
+            if batch == 1 {
+                let Some(count_ran_out) = self.handle.take_credit() else {
+                    return;
+                };
+                if let Some((text, data)) = self.held.pop_front() {
+                    self.held_bytes -= data.len();
+                    deliver(&self.handle, text, data, count_ran_out);
                 }
                 continue;
             }
-        };
-        let Some(event) = event else {
-            closing = true;
-            continue;
-        };
+            let mut items = Vec::with_capacity(batch.min(self.held.len()));
+            let mut count_ran_out = false;
+            while items.len() < batch && !self.held.is_empty() {
+                let Some(ran_out) = self.handle.take_credit() else {
+                    break;
+                };
+                if let Some(item) = self.held.pop_front() {
+                    self.held_bytes -= item.1.len();
+                    items.push(item);
+                }
+                if ran_out {
+                    count_ran_out = true;
+                    break;
+                }
+            }
+            if items.is_empty() {
+                return;
+            }
+            deliver_batch(&self.handle, items, count_ran_out);
+        }
+    }
+
+    fn hold(&mut self, text: bool, data: BytesMut) {
+        self.received += 1;
+        self.held_bytes += data.len();
+        self.held.push_back((text, data));
+    }
+
+    /// With batching on, takes the messages webrtc-rs already has, without waiting.
+    fn collect_ready(&mut self) {
+        let batch = self.handle.batch.load(Ordering::Acquire);
+        while batch > 1 && self.held.len() < batch && self.held_bytes < self.budget {
+            match self.channel.poll().now_or_never() {
+                Some(Some(DataChannelEvent::OnMessage(msg))) => self.hold(msg.is_string, msg.data),
+                Some(Some(other)) => {
+                    self.deferred = Some(other);
+                    return;
+                }
+                Some(None) => {
+                    self.closing = true;
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn handle_event(&mut self, event: DataChannelEvent) {
         match event {
             DataChannelEvent::OnOpen => {
-                learn_transport_facts(&handle, &channel).await;
-                handle.state.store(OPEN, Ordering::Release);
-                handle.emit(|env, dc| (atoms::data_channel_open(), dc).encode(env));
+                learn_transport_facts(&self.handle, &self.channel).await;
+                self.handle.state.store(OPEN, Ordering::Release);
+                self.handle
+                    .emit(|env, dc| (atoms::data_channel_open(), dc).encode(env));
             }
             DataChannelEvent::OnMessage(msg) => {
-                received += 1;
-                if !armed {
-                    armed = true;
-                    seen = received;
-                    nudges_left = 2;
-                    idle.as_mut()
-                        .reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
-                }
-                match held.is_empty().then(|| handle.take_credit()).flatten() {
-                    Some(count_ran_out) => deliver(&handle, msg.is_string, msg.data, count_ran_out),
-                    None => {
-                        held_bytes += msg.data.len();
-                        held.push_back((msg.is_string, msg.data));
-                    }
-                }
+                self.hold(msg.is_string, msg.data);
+                self.collect_ready();
             }
             DataChannelEvent::OnClosing => {
-                handle.state.store(CLOSING, Ordering::Release);
-                handle.announce_closing();
+                self.handle.state.store(CLOSING, Ordering::Release);
+                self.handle.announce_closing();
             }
             // webrtc-rs 0.21.1 defines OnClosing but never emits it: when the remote peer
-            // closes, `closing` is announced here once the messages before it are delivered.
-            DataChannelEvent::OnClose => closing = true,
+            // closes, `closing` is announced once the messages before it are delivered.
+            DataChannelEvent::OnClose => self.closing = true,
             DataChannelEvent::OnError => {
-                handle.emit(|env, dc| {
+                self.handle.emit(|env, dc| {
                     (
                         atoms::data_channel_error(),
                         dc,
@@ -436,12 +432,121 @@ async fn reader(
             _ => {}
         }
     }
+}
+
+async fn reader(
+    inst: Weak<Instance>,
+    handle: Arc<DcHandle>,
+    channel: Arc<dyn DataChannel>,
+    budget: usize,
+) {
+    let idle = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(idle);
+    let mut armed = false;
+    let mut seen: u64 = 0;
+    let mut nudges_left = 0u8;
+    let mut r = Reader {
+        handle,
+        channel,
+        held: VecDeque::new(),
+        held_bytes: 0,
+        budget,
+        closing: false,
+        deferred: None,
+        received: 0,
+    };
+    loop {
+        r.flush();
+        if let Some(event) = r.deferred.take() {
+            r.handle_event(event).await;
+            continue;
+        }
+        if r.handle.shared.shutdown.load(Ordering::Acquire) {
+            break;
+        }
+        if r.closing && r.held.is_empty() {
+            r.handle.state.store(CLOSING, Ordering::Release);
+            r.handle.announce_closing();
+            break;
+        }
+        // Take more from webrtc-rs while under budget. With nothing held the reader always
+        // polls, so lifecycle events (`open`) flow even for a passive owner; it then holds at
+        // most one message beyond the budget.
+        let may_take = !r.closing && (r.held.is_empty() || r.held_bytes < r.budget);
+        if !may_take {
+            // Wait for credit (or shutdown); the loop's top then hands over what is held.
+            if !r.handle.wait_for_credit().await {
+                break;
+            }
+            continue;
+        }
+        let credit = r.handle.credit.notified();
+        let held_any = !r.held.is_empty();
+        let event = tokio::select! {
+            biased;
+            event = r.channel.poll() => event,
+            _ = credit, if held_any => continue,
+            _ = &mut idle, if armed => {
+                if r.received != seen {
+                    // Still busy: look again later.
+                    seen = r.received;
+                    nudges_left = 2;
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
+                } else if nudges_left > 0 {
+                    // Messages stopped arriving: webrtc-rs may hold some it parked at its
+                    // read backlog limit, which it only resumes when a datagram arrives.
+                    r.handle.wake.nudge();
+                    nudges_left -= 1;
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER * 4);
+                } else {
+                    armed = false;
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            r.closing = true;
+            continue;
+        };
+        if !armed && matches!(event, DataChannelEvent::OnMessage(_)) {
+            armed = true;
+            seen = r.received;
+            nudges_left = 2;
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_NUDGE_AFTER);
+        }
+        r.handle_event(event).await;
+    }
+    let handle = r.handle;
     handle.state.store(CLOSED, Ordering::Release);
     handle.shut_down();
     handle.emit(|env, dc| (atoms::data_channel_close(), dc).encode(env));
     if let Some(inst) = inst.upgrade() {
         lock(&inst.data_channels).remove(&handle.id);
         lock(&inst.closed_dcs).insert(&handle.id);
+    }
+}
+
+/// Sends several incoming messages as one `{:data_channel_messages, dc, [...]}` (their
+/// credit already taken), then `{:data_channel_passive, dc}` if a count ran out.
+fn deliver_batch(handle: &DcHandle, items: Vec<(bool, BytesMut)>, count_ran_out: bool) {
+    handle.emit(move |env, dc| {
+        let list: Vec<Term<'_>> = items
+            .iter()
+            .map(|(text, data)| {
+                let bin = rustler::OwnedBinary::from_slice(data);
+                let kind = if *text {
+                    atoms::text()
+                } else {
+                    atoms::binary()
+                };
+                (kind, bin.release(env)).encode(env)
+            })
+            .collect();
+        (atoms::data_channel_messages(), dc, list).encode(env)
+    });
+    if count_ran_out {
+        handle.emit(|env, dc| (atoms::data_channel_passive(), dc).encode(env));
     }
 }
 
@@ -874,6 +979,21 @@ fn dc_set_active<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>, active: Term
         };
         drop(current);
         h.credit.notify_one();
+        Ok(atoms::ok())
+    })();
+    encode_result(env, res)
+}
+
+#[rustler::nif]
+fn dc_set_batch<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>, batch: Term<'a>) -> Term<'a> {
+    let res = (|| {
+        let h = lookup(specter, dc)?;
+        let n: usize = batch
+            .decode()
+            .ok()
+            .filter(|n| (1..=65_536).contains(n))
+            .ok_or_else(|| Error::InvalidOption("batch".into()))?;
+        h.batch.store(n, Ordering::Release);
         Ok(atoms::ok())
     })();
     encode_result(env, res)
