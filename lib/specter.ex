@@ -126,16 +126,60 @@ defmodule Specter do
   def config(specter), do: Native.config(native(specter))
 
   @doc """
-  Creates a media engine with webrtc-rs's default codecs (Opus, G722, PCMU, PCMA, VP8, VP9,
-  H264, AV1, H265).
+  Creates a media engine: the codecs connections built from it may negotiate.
+
+  By default it holds webrtc-rs's default codecs: Opus (payload type 111), G722 (9), PCMU (0),
+  PCMA (8), VP8 (96), VP9 (98, 100), H264 (102, 108, 123, 125, 127), AV1 (41) and H265, with
+  RTX for the video codecs. With `default_codecs: false` it starts empty; add codecs with
+  `register_codec/4`.
 
       iex> {:ok, specter} = Specter.init()
       iex> {:ok, media_engine} = Specter.new_media_engine(specter)
       iex> Specter.media_engine_exists?(specter, media_engine)
       true
+      iex> {:ok, _empty} = Specter.new_media_engine(specter, default_codecs: false)
+      iex> Specter.new_media_engine(specter, colour: :blue)
+      {:error, {:invalid_option, :colour}}
   """
-  @spec new_media_engine(t()) :: {:ok, media_engine_t()} | {:error, error()}
-  def new_media_engine(specter), do: Native.new_media_engine(native(specter))
+  @spec new_media_engine(t(), [{:default_codecs, boolean()}]) ::
+          {:ok, media_engine_t()} | {:error, error()}
+  def new_media_engine(specter, opts \\ []) do
+    case opts do
+      [] ->
+        Native.new_media_engine(native(specter), true)
+
+      [default_codecs: default] when is_boolean(default) ->
+        Native.new_media_engine(native(specter), default)
+
+      [{key, _} | _] when is_atom(key) ->
+        {:error, {:invalid_option, key}}
+
+      _ ->
+        {:error, {:invalid_argument, :opts}}
+    end
+  end
+
+  @doc """
+  Registers a codec with a media engine under an RTP payload type (1..127), before an API is
+  built from it. The codec's `mime_type` prefix decides whether it is an audio or a video
+  codec; its `rtcp_feedback` is offered with it. A payload type already used by another
+  codec of the engine must not be reused (see `new_media_engine/2` for the defaults').
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, media_engine} = Specter.new_media_engine(specter, default_codecs: false)
+      iex> opus = %Specter.RtpCodecCapability{mime_type: "audio/opus", clock_rate: 48_000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1"}
+      iex> Specter.register_codec(specter, media_engine, opus, 111)
+      :ok
+      iex> Specter.register_codec(specter, media_engine, opus, 300)
+      {:error, {:invalid_argument, :payload_type}}
+  """
+  @spec register_codec(t(), media_engine_t(), Specter.RtpCodecCapability.t(), 1..127) ::
+          :ok | {:error, error()}
+  def register_codec(specter, media_engine, codec, payload_type) do
+    with {:ok, codec} <- Specter.RtpCodecCapability.to_native(codec) do
+      Native.media_engine_register_codec(native(specter), media_engine, codec, payload_type)
+    end
+  end
 
   @doc """
   Creates an interceptor registry for a media engine: NACK generator and responder, RTCP

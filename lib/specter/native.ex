@@ -28,7 +28,8 @@ defmodule Specter.Native do
   # Specter
   def init(_config), do: nif()
   def config(_specter), do: nif()
-  def new_media_engine(_specter), do: nif()
+  def new_media_engine(_specter, _default_codecs), do: nif()
+  def media_engine_register_codec(_specter, _media_engine, _codec, _payload_type), do: nif()
   def new_registry(_specter, _media_engine), do: nif()
   def new_api(_specter, _media_engine, _registry), do: nif()
   def media_engine_exists(_specter, _id), do: nif()
@@ -53,7 +54,17 @@ defmodule Specter.Native do
   def pc_restart_ice(_specter, _pc), do: nif()
   def pc_get_configuration(_specter, _pc), do: nif()
   def pc_set_configuration(_specter, _pc, _ice_servers, _policy), do: nif()
+
+  # Specter.PeerConnection (media) and Specter.RtpTransceiver
   def pc_add_track(_specter, _pc, _track), do: nif()
+  def pc_remove_track(_specter, _pc, _sender), do: nif()
+  def pc_replace_track(_specter, _pc, _sender, _track), do: nif()
+  def pc_add_transceiver(_specter, _pc, _kind_or_track, _direction), do: nif()
+  def pc_get_transceivers(_specter, _pc), do: nif()
+  def pc_get_senders(_specter, _pc), do: nif()
+  def pc_get_receivers(_specter, _pc), do: nif()
+  def tx_set_direction(_specter, _pc, _transceiver, _direction), do: nif()
+  def tx_stop(_specter, _pc, _transceiver), do: nif()
 
   # Specter.DataChannel
   def dc_create(_specter, _pc, _label, _opts, _seed_reply), do: nif()
@@ -69,6 +80,26 @@ defmodule Specter.Native do
   # Specter.TrackLocalStaticSample
   def track_new(_specter, _codec, _id, _stream_id), do: nif()
   def track_exists(_specter, _track), do: nif()
+  def track_write_sample(_specter, _track, _data, _duration_us), do: nif()
+  def track_close(_specter, _track), do: nif()
+
+  # Specter.TrackLocalStaticRTP
+  def rtp_track_new(_specter, _codec, _id, _stream_id), do: nif()
+  def rtp_track_write_rtp(_specter, _track, _packet), do: nif()
+
+  # Specter.TrackRemote
+  def tr_exists(_specter, _track), do: nif()
+  def tr_set_active(_specter, _track, _active), do: nif()
+  def tr_info(_specter, _track), do: nif()
+  def tr_request_keyframe(_specter, _track, _fir), do: nif()
+  def tr_forward(_specter, _track, _local), do: nif()
+  def tr_unforward(_specter, _track, _local), do: nif()
+
+  # Specter.MediaFile
+  def mf_play(_specter, _track, _path, _fps, _repeat), do: nif()
+  def mf_stop_play(_specter, _player), do: nif()
+  def mf_record(_specter, _track, _path), do: nif()
+  def mf_stop_record(_specter, _recorder), do: nif()
 
   # Specter.JSON
   def json_decode(_text), do: nif()

@@ -125,7 +125,30 @@ defmodule Specter.PeerConnection do
 
   @typedoc "Message sent as a result of a call to `add_track/3`."
   @type rtp_sender_msg_t() ::
-          {:rtp_sender, t(), Specter.TrackLocalStaticSample.t(), String.t()}
+          {:rtp_sender, t(), local_track_t(), sender_t()}
+
+  @typedoc "A local track of either flavor."
+  @type local_track_t() :: Specter.TrackLocalStaticSample.t() | Specter.TrackLocalStaticRTP.t()
+
+  @typedoc "An RTCRtpSender of a connection, named by a UUID."
+  @type sender_t() :: Specter.uuid()
+
+  @typedoc "An RTCRtpReceiver of a connection, named by a UUID."
+  @type receiver_t() :: Specter.uuid()
+
+  @typedoc """
+  A transceiver as `get_transceivers/2` describes it. `kind` is `nil` only for a transceiver
+  webrtc-rs has not typed yet; `mid` is `nil` until negotiated.
+  """
+  @type transceiver_info_t() :: %{
+          id: Specter.RtpTransceiver.t(),
+          mid: String.t() | nil,
+          kind: :audio | :video | nil,
+          direction: Specter.RtpTransceiver.direction_t() | :unspecified,
+          current_direction: Specter.RtpTransceiver.direction_t() | :unspecified,
+          sender: sender_t() | nil,
+          receiver: receiver_t() | nil
+        }
 
   @typedoc "Message sent as a result of `create_offer/3` and `create_answer/3`."
   @type offer_msg_t() :: {:offer, t(), String.t()} | {:answer, t(), String.t()}
@@ -149,6 +172,8 @@ defmodule Specter.PeerConnection do
           | {:ice_candidate_error, t(), map()}
           | {:negotiation_needed, t()}
           | {:data_channel, t(), Specter.DataChannel.t()}
+          | {:track, t(), Specter.TrackRemote.t(), Specter.TrackRemote.info_t()}
+          | {:sender_rtcp, sender_t(), [Specter.TrackRemote.rtcp_t()]}
           | {:peer_connection_closed, t()}
 
   @typedoc "Message sent when the asynchronous part of an operation fails."
@@ -700,6 +725,12 @@ defmodule Specter.PeerConnection do
   Sends back uuid of newly created rtp sender. This will send message
   `t:rtp_sender_msg_t/0`.
 
+  The track may be a `Specter.TrackLocalStaticSample` or a `Specter.TrackLocalStaticRTP`. A
+  track can be added to any number of connections; each gets its own sender and SSRC, and
+  every write to the track goes to all of them. Adding a track needs a renegotiation
+  (`{:negotiation_needed, pc}` tells the owner). If adding fails,
+  `{:add_track_error, pc, reason}` is sent instead.
+
   ## Usage
 
       iex> {:ok, specter} = Specter.init()
@@ -715,9 +746,162 @@ defmodule Specter.PeerConnection do
       ...>
       iex> {:error, :invalid_track} = Specter.PeerConnection.add_track(specter, pc, "invalid_track")
   """
-  @spec add_track(Specter.t(), t(), Specter.TrackLocalStaticSample.t()) ::
-          :ok | {:error, Specter.error()}
+  @spec add_track(Specter.t(), t(), local_track_t()) :: :ok | {:error, Specter.error()}
   def add_track(specter, pc, track), do: Native.pc_add_track(Specter.native(specter), pc, track)
+
+  @doc """
+  Stops a sender sending (`RTCPeerConnection.removeTrack`): its transceiver becomes
+  `recvonly` (or `inactive`) at the next negotiation, which the owner is told is needed.
+  Sends `{:ok, pc, :remove_track}` (or `{:remove_track_error, pc, reason}`) to the caller.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, track} = Specter.TrackLocalStaticSample.new(specter, %Specter.RtpCodecCapability{mime_type: "audio"}, "a", "s")
+      iex> :ok = Specter.PeerConnection.add_track(specter, pc, track)
+      iex> assert_receive {:rtp_sender, ^pc, ^track, sender}
+      iex> :ok = Specter.PeerConnection.remove_track(specter, pc, sender)
+      iex> assert_receive {:ok, ^pc, :remove_track}
+      iex> :ok = Specter.PeerConnection.remove_track(specter, pc, sender)
+      iex> assert_receive {:remove_track_error, ^pc, :not_found}
+  """
+  @spec remove_track(Specter.t(), t(), sender_t()) :: :ok | {:error, Specter.error()}
+  def remove_track(specter, pc, sender),
+    do: Native.pc_remove_track(Specter.native(specter), pc, sender)
+
+  @doc """
+  Makes a sender send another local track of the same codec, or nothing (`nil`), without
+  renegotiation (`RTCRtpSender.replaceTrack`). Sends `{:ok, pc, :replace_track}` or
+  `{:replace_track_error, pc, reason}` (`{:invalid_codec, detail}` for another codec).
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> vp8 = %Specter.RtpCodecCapability{mime_type: "video/VP8"}
+      iex> {:ok, camera} = Specter.TrackLocalStaticSample.new(specter, vp8, "camera", "s")
+      iex> {:ok, screen} = Specter.TrackLocalStaticSample.new(specter, vp8, "screen", "s")
+      iex> :ok = Specter.PeerConnection.add_track(specter, pc, camera)
+      iex> assert_receive {:rtp_sender, ^pc, ^camera, sender}
+      iex> :ok = Specter.PeerConnection.replace_track(specter, pc, sender, screen)
+      iex> assert_receive {:ok, ^pc, :replace_track}
+      iex> :ok = Specter.PeerConnection.get_senders(specter, pc)
+      iex> assert_receive {:senders, ^pc, [%{id: ^sender, track: ^screen}]}
+  """
+  @spec replace_track(Specter.t(), t(), sender_t(), local_track_t() | nil) ::
+          :ok | {:error, Specter.error()}
+  def replace_track(specter, pc, sender, track),
+    do: Native.pc_replace_track(Specter.native(specter), pc, sender, track)
+
+  @doc """
+  Adds a transceiver of a kind (`:audio` or `:video`) with no track to send
+  (`addTransceiverFromKind`). `direction:` is `:sendrecv` (default), `:sendonly`,
+  `:recvonly` or `:inactive`; a `:recvonly` transceiver asks the remote peer for media. A
+  sending transceiver's sender sends nothing until `replace_track/4` gives it a track of
+  the kind's default codec (Opus or VP8); use `add_transceiver_from_track/4` for others.
+  Sends `{:transceiver, pc, transceiver}` (or `{:add_transceiver_error, pc, reason}`).
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> :ok = Specter.PeerConnection.add_transceiver_from_kind(specter, pc, :video, direction: :recvonly)
+      iex> assert_receive {:transceiver, ^pc, transceiver}
+      iex> :ok = Specter.PeerConnection.get_transceivers(specter, pc)
+      iex> assert_receive {:transceivers, ^pc, [%{id: ^transceiver, kind: :video, direction: :recvonly}]}
+      iex> Specter.PeerConnection.add_transceiver_from_kind(specter, pc, :smell)
+      {:error, {:invalid_argument, :kind}}
+  """
+  @spec add_transceiver_from_kind(Specter.t(), t(), :audio | :video, [
+          {:direction, Specter.RtpTransceiver.direction_t()}
+        ]) :: :ok | {:error, Specter.error()}
+  def add_transceiver_from_kind(specter, pc, kind, opts \\ []) do
+    with :ok <- check_kind(kind),
+         {:ok, direction} <- direction_opt(opts) do
+      Native.pc_add_transceiver(Specter.native(specter), pc, kind, direction)
+    end
+  end
+
+  @doc """
+  Adds a transceiver that sends a local track (`addTransceiverFromTrack`), with a direction
+  as in `add_transceiver_from_kind/4`. Sends `{:transceiver, pc, transceiver}`; the sender's
+  id is in `get_transceivers/2`.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> {:ok, track} = Specter.TrackLocalStaticRTP.new(specter, %Specter.RtpCodecCapability{mime_type: "video/VP8"}, "v", "s")
+      iex> :ok = Specter.PeerConnection.add_transceiver_from_track(specter, pc, track, direction: :sendonly)
+      iex> assert_receive {:transceiver, ^pc, _transceiver}
+      iex> :ok = Specter.PeerConnection.get_senders(specter, pc)
+      iex> assert_receive {:senders, ^pc, [%{track: ^track}]}
+  """
+  @spec add_transceiver_from_track(Specter.t(), t(), local_track_t(), [
+          {:direction, Specter.RtpTransceiver.direction_t()}
+        ]) :: :ok | {:error, Specter.error()}
+  def add_transceiver_from_track(specter, pc, track, opts \\ []) do
+    cond do
+      track in [:audio, :video] or not is_binary(track) ->
+        {:error, :invalid_track}
+
+      true ->
+        with {:ok, direction} <- direction_opt(opts) do
+          Native.pc_add_transceiver(Specter.native(specter), pc, track, direction)
+        end
+    end
+  end
+
+  defp check_kind(kind) when kind in [:audio, :video], do: :ok
+  defp check_kind(_), do: {:error, {:invalid_argument, :kind}}
+
+  defp direction_opt(opts) when is_list(opts) do
+    case Keyword.pop(opts, :direction, :sendrecv) do
+      {direction, []} when direction in [:sendrecv, :sendonly, :recvonly, :inactive] ->
+        {:ok, direction}
+
+      {_, []} ->
+        {:error, {:invalid_option, :direction}}
+
+      {_, [{key, _} | _]} when is_atom(key) ->
+        {:error, {:invalid_option, key}}
+    end
+  rescue
+    ArgumentError -> {:error, {:invalid_argument, :opts}}
+  end
+
+  defp direction_opt(_), do: {:error, {:invalid_argument, :opts}}
+
+  @doc """
+  Sends `{:transceivers, pc, [t:transceiver_info_t/0]}` to the caller: every transceiver of
+  the connection in order, with its mid, kind, direction, negotiated direction, sender and
+  receiver.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> :ok = Specter.PeerConnection.get_transceivers(specter, pc)
+      iex> assert_receive {:transceivers, ^pc, []}
+  """
+  @spec get_transceivers(Specter.t(), t()) :: :ok | {:error, Specter.error()}
+  def get_transceivers(specter, pc),
+    do: Native.pc_get_transceivers(Specter.native(specter), pc)
+
+  @doc """
+  Sends `{:senders, pc, [%{id: sender, track: local_track | nil}]}` to the caller; `track` is
+  the local track the sender sends now.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> :ok = Specter.PeerConnection.get_senders(specter, pc)
+      iex> assert_receive {:senders, ^pc, []}
+  """
+  @spec get_senders(Specter.t(), t()) :: :ok | {:error, Specter.error()}
+  def get_senders(specter, pc), do: Native.pc_get_senders(Specter.native(specter), pc)
+
+  @doc """
+  Sends `{:receivers, pc, [%{id: receiver, track: remote_track | nil}]}` to the caller;
+  `track` is the `Specter.TrackRemote` once it was announced with `{:track, ...}`.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))
+      iex> :ok = Specter.PeerConnection.get_receivers(specter, pc)
+      iex> assert_receive {:receivers, ^pc, []}
+  """
+  @spec get_receivers(Specter.t(), t()) :: :ok | {:error, Specter.error()}
+  def get_receivers(specter, pc), do: Native.pc_get_receivers(Specter.native(specter), pc)
 
   @doc """
   Restarts ICE: the next `create_offer/3` carries fresh ICE credentials and local

@@ -25,24 +25,6 @@ defmodule Specter.DataChannelFlowTest do
 
   # -- helpers ---------------------------------------------------------------------------
 
-  # Offer/answer between `a` (the offerer, whose channels already exist) and `b`; trickle
-  # ICE is relayed by await_connected/3.
-  defp negotiate!(specter, a, b) do
-    :ok = PeerConnection.create_offer(specter, a)
-    assert_receive {:offer, ^a, offer}, 5_000
-    :ok = PeerConnection.set_local_description(specter, a, offer)
-    assert_receive {:ok, ^a, :set_local_description}, 5_000
-    :ok = PeerConnection.set_remote_description(specter, b, offer)
-    assert_receive {:ok, ^b, :set_remote_description}, 5_000
-    :ok = PeerConnection.create_answer(specter, b)
-    assert_receive {:answer, ^b, answer}, 5_000
-    :ok = PeerConnection.set_local_description(specter, b, answer)
-    assert_receive {:ok, ^b, :set_local_description}, 5_000
-    :ok = PeerConnection.set_remote_description(specter, a, answer)
-    assert_receive {:ok, ^a, :set_remote_description}, 5_000
-    assert :ok = PeerConnection.await_connected(specter, [a, b], 5_000)
-  end
-
   # Two connected peers and one channel, created by `a` with `opts`, open on both sides:
   # `dc` is a's handle, `remote` the handle b was given in {:data_channel, b, remote}.
   defp open_pair!(specter, label \\ "flow", opts \\ []) do
@@ -50,7 +32,7 @@ defmodule Specter.DataChannelFlowTest do
     b = new_pc!(specter)
     {:ok, dc} = DataChannel.create(specter, a, label, opts)
     assert_receive {:data_channel_created, ^a, ^dc}, 5_000
-    negotiate!(specter, a, b)
+    connect_media!(specter, a, b)
     assert_receive {:data_channel_open, ^dc}, 5_000
     assert_receive {:data_channel, ^b, remote}, 5_000
     assert_receive {:data_channel_open, ^remote}, 5_000
@@ -121,7 +103,7 @@ defmodule Specter.DataChannelFlowTest do
       assert %{id: nil, negotiated: false, label: "defaults", max_message_size: 65_536} =
                info!(specter, dc)
 
-      negotiate!(specter, a, b)
+      connect_media!(specter, a, b)
       assert_receive {:data_channel_open, ^dc}, 5_000
       assert_receive {:data_channel, ^b, remote}, 5_000
       assert_receive {:data_channel_open, ^remote}, 5_000
@@ -261,7 +243,7 @@ defmodule Specter.DataChannelFlowTest do
         assert {:ok, :connecting} = DataChannel.ready_state(specter, dc)
       end
 
-      negotiate!(specter, a, b)
+      connect_media!(specter, a, b)
       assert_receive {:data_channel_open, ^dc_a}, 5_000
       assert_receive {:data_channel_open, ^dc_b}, 5_000
 
@@ -307,7 +289,7 @@ defmodule Specter.DataChannelFlowTest do
       assert {:ok, :connecting} = DataChannel.ready_state(specter, dc)
       assert {:error, {:invalid_state, "connecting"}} = DataChannel.send(specter, dc, "early")
 
-      negotiate!(specter, a, b)
+      connect_media!(specter, a, b)
       assert_receive {:data_channel_open, ^dc}, 5_000
       assert {:ok, :open} = DataChannel.ready_state(specter, dc)
       assert_receive {:data_channel, ^b, remote}, 5_000
@@ -541,7 +523,7 @@ defmodule Specter.DataChannelFlowTest do
       b = new_pc!(specter)
       {:ok, dc} = DataChannel.create(specter, a, "passive", active: false)
       assert_receive {:data_channel_created, ^a, ^dc}, 5_000
-      negotiate!(specter, a, b)
+      connect_media!(specter, a, b)
       assert_receive {:data_channel, ^b, remote}, 5_000
       assert_receive {:data_channel_open, ^remote}, 5_000
       assert_receive {:data_channel_open, ^dc}, 5_000
@@ -559,7 +541,7 @@ defmodule Specter.DataChannelFlowTest do
       b = new_pc!(passive)
       {:ok, dc} = DataChannel.create(passive, a, "announced", active: true)
       assert_receive {:data_channel_created, ^a, ^dc}, 5_000
-      negotiate!(passive, a, b)
+      connect_media!(passive, a, b)
       assert_receive {:data_channel_open, ^dc}, 5_000
       assert_receive {:data_channel, ^b, remote}, 5_000
       assert_receive {:data_channel_open, ^remote}, 5_000
@@ -575,7 +557,7 @@ defmodule Specter.DataChannelFlowTest do
       b = new_pc!(specter)
       {:ok, dc} = DataChannel.create(specter, a, "counted", active: 2)
       assert_receive {:data_channel_created, ^a, ^dc}, 5_000
-      negotiate!(specter, a, b)
+      connect_media!(specter, a, b)
       assert_receive {:data_channel_open, ^dc}, 5_000
       assert_receive {:data_channel, ^b, remote}, 5_000
       assert_receive {:data_channel_open, ^remote}, 5_000

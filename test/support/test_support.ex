@@ -34,6 +34,43 @@ defmodule Specter.TestSupport do
     dc
   end
 
+  @doc """
+  One offer/answer round from `a` to `b` in the calling process (no data channel is added,
+  so a media-only pair negotiates no SCTP). Returns `{offer, answer}`.
+  """
+  def negotiate!(specter, a, b, offer_opts \\ []) do
+    :ok = Specter.PeerConnection.create_offer(specter, a, offer_opts)
+    assert_receive {:offer, ^a, offer}, 5_000
+    :ok = Specter.PeerConnection.set_local_description(specter, a, offer)
+    assert_receive {:ok, ^a, :set_local_description}, 5_000
+    :ok = Specter.PeerConnection.set_remote_description(specter, b, offer)
+    assert_receive {:ok, ^b, :set_remote_description}, 5_000
+    :ok = Specter.PeerConnection.create_answer(specter, b)
+    assert_receive {:answer, ^b, answer}, 5_000
+    :ok = Specter.PeerConnection.set_local_description(specter, b, answer)
+    assert_receive {:ok, ^b, :set_local_description}, 5_000
+    :ok = Specter.PeerConnection.set_remote_description(specter, a, answer)
+    assert_receive {:ok, ^a, :set_remote_description}, 5_000
+    {offer, answer}
+  end
+
+  @doc """
+  Negotiates `a` → `b` (media only unless a channel or track was added) and waits until
+  connected, relaying trickled candidates.
+  """
+  def connect_media!(specter, a, b) do
+    negotiate!(specter, a, b)
+    assert :ok = Specter.PeerConnection.await_connected(specter, [a, b], 5_000)
+    :ok
+  end
+
+  @doc "Adds `track` to `pc` and returns the sender."
+  def add_track!(specter, pc, track) do
+    :ok = Specter.PeerConnection.add_track(specter, pc, track)
+    assert_receive {:rtp_sender, ^pc, ^track, sender}, 5_000
+    sender
+  end
+
   @doc "Number of OS threads of this VM."
   def os_threads, do: length(File.ls!("/proc/self/task"))
 

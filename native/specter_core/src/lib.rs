@@ -2,5 +2,7 @@
 //! exercise them on their own: the per-connection webrtc runtime, and the parsers of what
 //! crosses the NIF boundary.
 
+pub mod media;
+pub mod rtcp;
 pub mod runtime;
 pub mod signalling;

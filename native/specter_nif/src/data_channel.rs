@@ -28,6 +28,7 @@ use specter_core::runtime::Wake;
 
 use crate::atoms;
 use crate::error::{encode_result, Error, NifResult};
+use crate::flow::{Active, Credit};
 use crate::mailbox;
 use crate::peer_connection::{make_op, reply, PcEvents};
 use crate::specter::{instance, lock, new_id, normalize_id, string_arg, Instance};
@@ -66,35 +67,6 @@ pub struct DcInfo {
     pub max_retransmits: Option<u16>,
     pub max_packet_life_time: Option<u16>,
 }
-
-/// Receive flow control, as `:inet.setopts(socket, active: ...)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Active {
-    Passive,
-    Once,
-    Count(i64),
-    Always,
-}
-
-impl Active {
-    fn has_credit(self) -> bool {
-        !matches!(self, Active::Passive)
-    }
-
-    pub fn from_setting(setting: &crate::config::ActiveSetting) -> Self {
-        use crate::config::ActiveSetting;
-        match setting {
-            ActiveSetting::Flag(true) => Active::Always,
-            ActiveSetting::Flag(false) => Active::Passive,
-            ActiveSetting::Count(n) if *n > 0 => Active::Count(*n),
-            ActiveSetting::Mode(a) if *a == atoms::once() => Active::Once,
-            _ => Active::Always,
-        }
-    }
-}
-
-/// The receive mode type, for other modules.
-pub type ActiveMode = Active;
 
 enum Outgoing {
     Binary(BytesMut),
@@ -161,7 +133,7 @@ pub struct DcHandle {
     tx: mpsc::UnboundedSender<Outgoing>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     max_message_size: AtomicUsize,
-    active: Mutex<Active>,
+    active: Credit,
     credit: Notify,
     /// Up to how many waiting messages go to the owner in one Erlang message (1 = one each).
     batch: AtomicUsize,
@@ -194,7 +166,7 @@ impl DcHandle {
             tx,
             rx: Mutex::new(Some(rx)),
             max_message_size: AtomicUsize::new(DEFAULT_MAX_MESSAGE_SIZE),
-            active: Mutex::new(active),
+            active: Credit::new(active),
             credit: Notify::new(),
             batch: AtomicUsize::new(1),
             closing_done: AtomicBool::new(false),
@@ -229,23 +201,7 @@ impl DcHandle {
     /// out with it (the owner is told after the message). Taken before the message is sent,
     /// so credit granted meanwhile is never spent on it.
     fn take_credit(&self) -> Option<bool> {
-        let mut active = lock(&self.active);
-        match *active {
-            Active::Passive => None,
-            Active::Always => Some(false),
-            Active::Once => {
-                *active = Active::Passive;
-                Some(false)
-            }
-            Active::Count(n) if n <= 1 => {
-                *active = Active::Passive;
-                Some(true)
-            }
-            Active::Count(n) => {
-                *active = Active::Count(n - 1);
-                Some(false)
-            }
-        }
+        self.active.take()
     }
 
     async fn wait_for_credit(&self) -> bool {
@@ -254,7 +210,7 @@ impl DcHandle {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 return false;
             }
-            if lock(&self.active).has_credit() {
+            if self.active.has() {
                 return true;
             }
             notified.await;
@@ -733,27 +689,10 @@ fn opt_u16(opts: Term<'_>, key: &str) -> NifResult<Option<u16>> {
     let atom = rustler::Atom::from_str(env, key).map_err(|_| Error::InvalidOption(key.into()))?;
     match opts.map_get(atom.encode(env)) {
         Ok(v) if v == atoms::nil().encode(env) => Ok(None),
-        Ok(v) => v
-            .decode::<u16>()
+        Ok(v) => crate::specter::int_arg::<u16>(v)
             .map(Some)
-            .map_err(|_| Error::InvalidOption(key.into())),
+            .ok_or_else(|| Error::InvalidOption(key.into())),
         Err(_) => Ok(None),
-    }
-}
-
-/// Decodes an `active` value: `true`, `false`, `:once` or an integer count.
-fn decode_active(term: Term<'_>) -> NifResult<Active> {
-    if let Ok(b) = term.decode::<bool>() {
-        return Ok(if b { Active::Always } else { Active::Passive });
-    }
-    if let Ok(a) = term.decode::<rustler::Atom>() {
-        if a == atoms::once() {
-            return Ok(Active::Once);
-        }
-    }
-    match term.decode::<i64>() {
-        Ok(n) if (1..=i64::from(i32::MAX)).contains(&n) => Ok(Active::Count(n)),
-        _ => Err(Error::InvalidOption("active".into())),
     }
 }
 
@@ -793,7 +732,7 @@ fn channel_init(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo, Option
         (true, _) => return Err(Error::InvalidOption("id".into())),
         (false, _) => None,
     };
-    let active = get("active").map(decode_active).transpose()?;
+    let active = get("active").map(Active::decode).transpose()?;
     let init = RTCDataChannelInit {
         ordered,
         max_packet_life_time,
@@ -970,14 +909,8 @@ fn dc_ready_state<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>) -> Term<'a>
 fn dc_set_active<'a>(env: Env<'a>, specter: Term<'a>, dc: Term<'a>, active: Term<'a>) -> Term<'a> {
     let res = (|| {
         let h = lookup(specter, dc)?;
-        let next = decode_active(active)?;
-        let mut current = lock(&h.active);
-        *current = match (*current, next) {
-            // Counts add up, as with :inet.setopts(socket, active: n).
-            (Active::Count(a), Active::Count(b)) => Active::Count(a.saturating_add(b)),
-            (_, next) => next,
-        };
-        drop(current);
+        let next = Active::decode(active)?;
+        h.active.set(next);
         h.credit.notify_one();
         Ok(atoms::ok())
     })();

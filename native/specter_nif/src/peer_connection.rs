@@ -18,6 +18,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, Monitor, Term};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCBundlePolicy,
     RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
@@ -88,6 +89,8 @@ pub struct PcEvents {
     pub wake: Arc<Wake>,
     /// The connection itself, once built. Weak: the worker owns it.
     pc: OnceLock<Weak<dyn PeerConnection>>,
+    /// UUIDs of the connection's transceivers, senders and receivers.
+    pub media: Mutex<crate::rtp_transceiver::PcMedia>,
 }
 
 impl PcEvents {
@@ -275,6 +278,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         data_channel::announce_remote(&self.events, dc);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        crate::track_remote::announce(&self.events, track);
     }
 }
 
@@ -495,7 +502,7 @@ fn notify_closed(events: &PcEvents, reply_to: Option<LocalPid>) {
 }
 
 /// Decodes the specter and connection arguments and finds the connection.
-fn lookup(
+pub fn lookup(
     specter: Term<'_>,
     pc: Term<'_>,
 ) -> NifResult<(Arc<Instance>, Arc<crate::peer_connection::PcHandle>)> {
@@ -530,6 +537,7 @@ fn pc_new<'a>(env: Env<'a>, specter: Term<'a>, api: Term<'a>) -> Term<'a> {
             candidate_context: Mutex::new(None),
             wake: runtime.wake(),
             pc: OnceLock::new(),
+            media: Mutex::new(Default::default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));

@@ -15,8 +15,10 @@ use crate::atoms;
 use crate::config::Config;
 use crate::data_channel::DcHandle;
 use crate::error::{encode_result, Error, NifResult};
+use crate::media_file::Recorder;
 use crate::peer_connection::PcHandle;
-use crate::track_local_static_sample::TrackEntry;
+use crate::track_local::TrackEntry;
+use crate::track_remote::RemoteTrackHandle;
 use specter_core::runtime::{self, NetPolicy};
 
 /// Locks a mutex, recovering the data if a panic elsewhere poisoned it: every structure
@@ -70,7 +72,11 @@ impl Api {
     pub fn build(&self) -> NifResult<(MediaEngine, Registry)> {
         let mut media_engine = self.media_engine.clone();
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(|e| Error::from_webrtc(&e))?;
+            .map_err(|e| Error::from_webrtc(&e))?
+            .with(
+                rtc::interceptor::Slot::Custom(specter_core::rtcp::SLOT),
+                specter_core::rtcp::RtcpTap::default(),
+            );
         Ok((media_engine, registry))
     }
 }
@@ -87,6 +93,11 @@ pub struct Instance {
     pub data_channels: Mutex<HashMap<String, Arc<DcHandle>>>,
     pub closed_dcs: Mutex<Tombstones>,
     pub tracks: Mutex<HashMap<String, Arc<TrackEntry>>>,
+    pub remote_tracks: Mutex<HashMap<String, Arc<RemoteTrackHandle>>>,
+    pub closed_remote_tracks: Mutex<Tombstones>,
+    pub recorders: Mutex<HashMap<String, Arc<Recorder>>>,
+    /// Stop flags of running file players.
+    pub players: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
     /// Next port to try when a UDP port range is configured.
     pub next_port: Mutex<u16>,
 }
@@ -121,15 +132,31 @@ impl Instance {
             });
             drop(closed);
             for track in lock(&self.tracks).values() {
-                lock(&track.bindings).retain(|b| b.pc_id != id);
+                lock(&track.bindings).retain(|b| {
+                    let keep = b.pc_id != id;
+                    if !keep {
+                        b.stopped.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    keep
+                });
             }
+            // Remote tracks of the connection end (their readers finish when it closes);
+            // forget them now so their ids answer `:closed`.
+            let mut closed = lock(&self.closed_remote_tracks);
+            lock(&self.remote_tracks).retain(|track_id, t| {
+                let keep = t.pc_id != id;
+                if !keep {
+                    closed.insert(track_id);
+                }
+                keep
+            });
         }
         removed
     }
 
     /// The receive mode of a new data channel, from `data_channel_active`.
-    pub fn default_active(&self) -> crate::data_channel::ActiveMode {
-        crate::data_channel::ActiveMode::from_setting(&self.config.data_channel_active)
+    pub fn default_active(&self) -> crate::flow::Active {
+        crate::flow::Active::from_setting(&self.config.data_channel_active)
     }
 
     /// Closes every connection owned by `pid` (its owner exited).
@@ -187,6 +214,11 @@ pub fn instance(term: Term<'_>) -> NifResult<ResourceArc<SpecterResource>> {
         .map_err(|_| Error::InvalidArgument("specter"))
 }
 
+/// Decodes an integer that must fit `T` (rustler's own narrow decoders truncate).
+pub fn int_arg<T: TryFrom<i64>>(term: Term<'_>) -> Option<T> {
+    term.decode::<i64>().ok().and_then(|n| T::try_from(n).ok())
+}
+
 /// Decodes a string argument (binary) or reports it by name.
 pub fn string_arg(term: Term<'_>, name: &'static str) -> NifResult<String> {
     term.decode::<String>()
@@ -213,6 +245,10 @@ fn init<'a>(env: Env<'a>, config: Term<'a>) -> Term<'a> {
             data_channels: Mutex::default(),
             closed_dcs: Mutex::default(),
             tracks: Mutex::default(),
+            remote_tracks: Mutex::default(),
+            closed_remote_tracks: Mutex::default(),
+            recorders: Mutex::default(),
+            players: Mutex::default(),
             next_port: Mutex::new(start_port),
         };
         Ok((
@@ -232,16 +268,52 @@ fn config<'a>(env: Env<'a>, specter: Term<'a>) -> Term<'a> {
 }
 
 #[rustler::nif]
-fn new_media_engine<'a>(env: Env<'a>, specter: Term<'a>) -> Term<'a> {
+fn new_media_engine<'a>(env: Env<'a>, specter: Term<'a>, default_codecs: bool) -> Term<'a> {
     let res = (|| {
         let s = instance(specter)?;
         let mut media_engine = MediaEngine::default();
-        media_engine
-            .register_default_codecs()
-            .map_err(|e| Error::from_webrtc(&e))?;
+        if default_codecs {
+            media_engine
+                .register_default_codecs()
+                .map_err(|e| Error::from_webrtc(&e))?;
+        }
         let id = new_id();
         lock(&s.inner.media_engines).insert(id.clone(), media_engine);
         Ok((atoms::ok(), id))
+    })();
+    encode_result(env, res)
+}
+
+/// Registers a codec (an `RTCRtpCodecCapability` and its payload type) with a media engine
+/// that no API has taken yet.
+#[rustler::nif]
+fn media_engine_register_codec<'a>(
+    env: Env<'a>,
+    specter: Term<'a>,
+    media_engine: Term<'a>,
+    codec: Term<'a>,
+    payload_type: Term<'a>,
+) -> Term<'a> {
+    let res = (|| {
+        let s = instance(specter)?;
+        let me = string_arg(media_engine, "media_engine")?;
+        let me = normalize_id(&me).ok_or(Error::NotFound)?;
+        let (codec, kind) = crate::track_local_static_sample::decode_codec(codec)?;
+        let payload_type = int_arg::<u8>(payload_type)
+            .filter(|pt| (1..=127).contains(pt))
+            .ok_or(Error::InvalidArgument("payload_type"))?;
+        let mut engines = lock(&s.inner.media_engines);
+        let engine = engines.get_mut(&me).ok_or(Error::NotFound)?;
+        engine
+            .register_codec(
+                rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters {
+                    rtp_codec: codec,
+                    payload_type,
+                },
+                kind,
+            )
+            .map_err(|e| Error::from_webrtc(&e))?;
+        Ok(atoms::ok())
     })();
     encode_result(env, res)
 }

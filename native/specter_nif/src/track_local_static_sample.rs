@@ -1,85 +1,29 @@
-//! `Specter.TrackLocalStaticSample`: a local track description (codec, track id, stream id).
-//!
-//! A Specter track is added to any number of connections; each connection gets its own
-//! webrtc-rs local track built from the description, so one connection's sender state never
-//! touches another's.
+//! `Specter.TrackLocalStaticSample`: a local track fed with encoded samples (Opus, VP8,
+//! H264, ...) that Specter packetizes. See `track_local` for bindings and writing.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rustler::{Encoder, Env, Term};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::rtp_transceiver::RtpSender;
+use bytes::Bytes;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RtpCodecKind};
+use rustler::{Binary, Env, Term};
 
 use crate::atoms;
 use crate::error::{encode_result, Error, NifResult};
-use crate::peer_connection::{make_op, reply};
-use crate::specter::{instance, lock, new_id, normalize_id, string_arg};
+use crate::specter::{instance, int_arg, lock, new_id, normalize_id, string_arg, Instance};
+use crate::track_local::{Flavor, TrackEntry, Write};
 
 /// `%Specter.RtpCodecCapability{}` as Elixir passes it:
 /// `{mime_type, clock_rate, channels, sdp_fmtp_line, [{type, parameter}]}`.
-type CodecTuple = (String, u32, u16, String, Vec<(String, String)>);
+type CodecTuple<'a> = (String, Term<'a>, Term<'a>, String, Vec<(String, String)>);
 
-/// One sender created by adding the track to a connection.
-#[allow(dead_code)] // sender and track are driven by the media API (write_sample, remove_track)
-pub struct Binding {
-    pub pc_id: String,
-    pub sender_id: String,
-    pub sender: Arc<dyn RtpSender>,
-    pub track: Arc<dyn TrackLocal>,
-}
-
-pub struct TrackEntry {
-    pub id: String,
-    pub codec: RTCRtpCodec,
-    pub kind: RtpCodecKind,
-    pub track_id: String,
-    pub stream_id: String,
-    pub bindings: Mutex<Vec<Binding>>,
-}
-
-impl TrackEntry {
-    /// A fresh webrtc-rs local track for one connection.
-    fn local_track(&self) -> Arc<dyn TrackLocal> {
-        let ssrc: u32 = rand_ssrc();
-        let track = MediaStreamTrack::new(
-            self.stream_id.clone(),
-            self.track_id.clone(),
-            self.track_id.clone(),
-            self.kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                active: true,
-                codec: self.codec.clone(),
-                ..Default::default()
-            }],
-        );
-        match TrackLocalStaticSample::new(Instant::now(), track.clone()) {
-            Ok(t) => Arc::new(t),
-            // No packetizer for this codec: the track can still be negotiated and carry RTP.
-            Err(_) => Arc::new(TrackLocalStaticRTP::new(track)),
-        }
-    }
-}
-
-fn rand_ssrc() -> u32 {
-    let b = uuid::Uuid::new_v4();
-    let bytes = b.as_bytes();
-    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-}
-
-fn decode_codec(term: Term<'_>) -> NifResult<(RTCRtpCodec, RtpCodecKind)> {
-    let (mime_type, clock_rate, channels, sdp_fmtp_line, feedback): CodecTuple =
+/// Decodes a codec capability; a bare kind (`"audio"`, `"video"`) names the kind's default
+/// codec (Opus, VP8).
+pub fn decode_codec(term: Term<'_>) -> NifResult<(RTCRtpCodec, RtpCodecKind)> {
+    let (mime_type, clock_rate, channels, sdp_fmtp_line, feedback): CodecTuple<'_> =
         term.decode().map_err(|_| Error::InvalidArgument("codec"))?;
+    let clock_rate: u32 = int_arg(clock_rate).ok_or(Error::InvalidArgument("codec"))?;
+    let channels: u16 = int_arg(channels).ok_or(Error::InvalidArgument("codec"))?;
     let lower = mime_type.to_ascii_lowercase();
     let kind = if lower.starts_with("audio") {
         RtpCodecKind::Audio
@@ -94,7 +38,6 @@ fn decode_codec(term: Term<'_>) -> NifResult<(RTCRtpCodec, RtpCodecKind)> {
         .into_iter()
         .map(|(typ, parameter)| RTCPFeedback { typ, parameter })
         .collect();
-    // A bare kind ("audio", "video") names the kind's default codec.
     let codec = match lower.as_str() {
         "audio" => RTCRtpCodec {
             mime_type: "audio/opus".into(),
@@ -121,6 +64,35 @@ fn decode_codec(term: Term<'_>) -> NifResult<(RTCRtpCodec, RtpCodecKind)> {
     Ok((codec, kind))
 }
 
+/// Creates a local track of either flavor.
+pub fn new_track(
+    specter: Term<'_>,
+    codec: Term<'_>,
+    track_id: Term<'_>,
+    stream_id: Term<'_>,
+    flavor: Flavor,
+) -> NifResult<String> {
+    let s = instance(specter)?;
+    let (codec, kind) = decode_codec(codec)?;
+    let track_id = string_arg(track_id, "id")?;
+    let stream_id = string_arg(stream_id, "stream_id")?;
+    let id = new_id();
+    let entry = TrackEntry::new(id.clone(), flavor, codec, kind, track_id, stream_id);
+    lock(&s.inner.tracks).insert(id.clone(), entry);
+    Ok(id)
+}
+
+/// Finds a local track of this instance (`:invalid_track` otherwise).
+pub fn local_track(inst: &Instance, track: Term<'_>) -> NifResult<Arc<TrackEntry>> {
+    let key = track
+        .decode::<String>()
+        .ok()
+        .and_then(|t| normalize_id(&t))
+        .ok_or(Error::InvalidTrack)?;
+    let found = lock(&inst.tracks).get(&key).cloned();
+    found.ok_or(Error::InvalidTrack)
+}
+
 #[rustler::nif]
 fn track_new<'a>(
     env: Env<'a>,
@@ -130,76 +102,73 @@ fn track_new<'a>(
     stream_id: Term<'a>,
 ) -> Term<'a> {
     let res = (|| {
-        let s = instance(specter)?;
-        let (codec, kind) = decode_codec(codec)?;
-        let track_id = string_arg(track_id, "id")?;
-        let stream_id = string_arg(stream_id, "stream_id")?;
-        let id = new_id();
-        let entry = Arc::new(TrackEntry {
-            id: id.clone(),
-            codec,
-            kind,
-            track_id,
-            stream_id,
-            bindings: Mutex::new(Vec::new()),
-        });
-        lock(&s.inner.tracks).insert(id.clone(), entry);
-        Ok((atoms::ok(), id))
+        let (decoded, _) = decode_codec(codec)?;
+        if decoded.payloader().is_err() {
+            return Err(Error::InvalidCodec(format!(
+                "no packetizer for {}; send it with Specter.TrackLocalStaticRTP",
+                decoded.mime_type
+            )));
+        }
+        new_track(specter, codec, track_id, stream_id, Flavor::Sample).map(|id| (atoms::ok(), id))
     })();
     encode_result(env, res)
 }
 
 #[rustler::nif]
 fn track_exists(specter: Term<'_>, track: Term<'_>) -> bool {
-    let (Ok(s), Ok(id)) = (instance(specter), track.decode::<String>()) else {
-        return false;
-    };
-    normalize_id(&id).is_some_and(|k| lock(&s.inner.tracks).contains_key(&k))
+    instance(specter).is_ok_and(|s| local_track(&s.inner, track).is_ok())
 }
 
-/// Adds a track to a connection: `{:rtp_sender, pc, track, sender}` to the caller.
+/// Queues one encoded sample lasting `duration_us` for every connection the track is on.
 #[rustler::nif]
-fn pc_add_track<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, track: Term<'a>) -> Term<'a> {
+fn track_write_sample<'a>(
+    env: Env<'a>,
+    specter: Term<'a>,
+    track: Term<'a>,
+    data: Term<'a>,
+    duration_us: Term<'a>,
+) -> Term<'a> {
     let res = (|| {
         let s = instance(specter)?;
-        let pc_id = string_arg(pc, "peer_connection")?;
-        let track_key = track
+        let entry = local_track(&s.inner, track)?;
+        if entry.flavor != Flavor::Sample {
+            return Err(Error::InvalidTrack);
+        }
+        let bin: Binary<'_> = data.decode().map_err(|_| Error::InvalidArgument("data"))?;
+        let us: u64 = duration_us
+            .decode()
+            .ok()
+            .filter(|us| *us > 0 && *us <= 10_000_000)
+            .ok_or(Error::InvalidArgument("duration"))?;
+        entry.submit(
+            &s.inner.handle,
+            Write::Sample(
+                Bytes::copy_from_slice(bin.as_slice()),
+                Duration::from_micros(us),
+            ),
+        )?;
+        Ok(atoms::ok())
+    })();
+    encode_result(env, res)
+}
+
+/// Forgets a local track (either flavor): its senders stay on their connections but send
+/// nothing until `replace_track` gives them another track; forwarding into it stops.
+#[rustler::nif]
+fn track_close<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>) -> Term<'a> {
+    let res = (|| {
+        let s = instance(specter)?;
+        let key = track
             .decode::<String>()
             .ok()
             .and_then(|t| normalize_id(&t))
             .ok_or(Error::InvalidTrack)?;
-        let entry = lock(&s.inner.tracks)
-            .get(&track_key)
-            .cloned()
-            .ok_or(Error::InvalidTrack)?;
-        let h = s.inner.pc(&pc_id)?;
-        let pc_key = h.id.clone();
-        h.submit(make_op(
-            &h.events,
-            env.pid(),
-            "add_track",
-            move |pc| async move {
-                let local = entry.local_track();
-                let sender = pc.add_track(Arc::clone(&local)).await?;
-                let sender_id = new_id();
-                lock(&entry.bindings).push(Binding {
-                    pc_id: pc_key,
-                    sender_id: sender_id.clone(),
-                    sender,
-                    track: local,
-                });
-                let track_id = entry.id.clone();
-                Ok(reply(move |env, pc| {
-                    (
-                        atoms::rtp_sender(),
-                        pc,
-                        track_id.as_str(),
-                        sender_id.as_str(),
-                    )
-                        .encode(env)
-                }))
-            },
-        ));
+        let removed = lock(&s.inner.tracks).remove(&key);
+        let entry = removed.ok_or(Error::InvalidTrack)?;
+        for b in lock(&entry.bindings).drain(..) {
+            *lock(&b.entry) = std::sync::Weak::new();
+        }
+        *lock(&entry.source) = std::sync::Weak::new();
         Ok(atoms::ok())
     })();
     encode_result(env, res)

@@ -1,0 +1,4 @@
+defmodule Specter.MediaFileTest do
+  use ExUnit.Case, async: true
+  doctest Specter.MediaFile
+end

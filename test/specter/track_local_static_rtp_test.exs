@@ -1,0 +1,4 @@
+defmodule Specter.TrackLocalStaticRTPTest do
+  use ExUnit.Case, async: true
+  doctest Specter.TrackLocalStaticRTP
+end

@@ -1,0 +1,4 @@
+defmodule Specter.TrackRemoteTest do
+  use ExUnit.Case, async: true
+  doctest Specter.TrackRemote
+end
