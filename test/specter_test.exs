@@ -3,5 +3,4 @@ defmodule SpecterTest do
   doctest Specter
   doctest Specter.JSON
   doctest Specter.RtpCodecCapability
-  doctest Specter.TrackLocalStaticSample
 end

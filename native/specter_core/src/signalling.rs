@@ -111,6 +111,22 @@ pub fn candidate_context(sdp: &str) -> Option<(String, Option<String>)> {
     mid.map(|m| (m, ufrag))
 }
 
+/// The kind (`"audio"`, `"video"`, `"application"`) of each media section, by mid.
+pub fn media_kinds(sdp: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut kind: Option<&str> = None;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = m.split(' ').next();
+        } else if let (Some(k), Some(mid)) = (kind, line.strip_prefix("a=mid:")) {
+            out.push((mid.to_owned(), k.to_owned()));
+            kind = None;
+        }
+    }
+    out
+}
+
 /// Serialized exactly as `RTCSessionDescription` is: `{"type":...,"sdp":...}`.
 #[derive(serde::Serialize)]
 struct DescriptionJson<'a> {
@@ -148,6 +164,22 @@ pub fn applied_description_json(desc: &RTCSessionDescription) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn media_kinds_by_mid() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:v1\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        assert_eq!(
+            super::media_kinds(sdp),
+            vec![
+                ("0".to_owned(), "audio".to_owned()),
+                ("v1".to_owned(), "video".to_owned()),
+                ("2".to_owned(), "application".to_owned())
+            ]
+        );
+        assert!(super::media_kinds("garbage\na=mid:x").is_empty());
+    }
+
     use super::*;
     use serde_json::json;
 

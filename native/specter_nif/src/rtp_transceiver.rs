@@ -430,15 +430,33 @@ fn pc_get_transceivers<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>) -> Ter
             "get_transceivers",
             move |pc| async move {
                 let mut list = Vec::new();
+                // Kinds by mid, from the descriptions (webrtc-rs exposes no transceiver kind).
+                let mut by_mid: HashMap<String, RtpCodecKind> = HashMap::new();
+                for desc in [pc.remote_description().await, pc.local_description().await]
+                    .into_iter()
+                    .flatten()
+                {
+                    for (mid, kind) in specter_core::signalling::media_kinds(&desc.sdp) {
+                        let kind = match kind.as_str() {
+                            "audio" => RtpCodecKind::Audio,
+                            "video" => RtpCodecKind::Video,
+                            _ => continue,
+                        };
+                        by_mid.insert(mid, kind);
+                    }
+                }
                 for t in ordered_transceivers(&pc).await {
                     let sender = t.sender().await.ok().flatten();
                     let receiver = t.receiver().await.ok().flatten();
+                    let mid = t.mid().await.ok().flatten();
                     let known = lock(&events.media).kinds.get(&t.id()).copied();
-                    let kind = match (known, &receiver, &sender) {
-                        (Some(k), _, _) => Some(k),
-                        (None, Some(r), _) => Some(receiver_kind(r).await),
-                        (None, None, Some(s)) => Some(s.track().kind().await),
-                        _ => None,
+                    let kind = match (known, mid.as_ref().and_then(|m| by_mid.get(m))) {
+                        (Some(k), _) | (None, Some(&k)) => Some(k),
+                        (None, None) => match (&receiver, &sender) {
+                            (_, Some(s)) => Some(s.track().kind().await),
+                            (Some(r), None) => Some(receiver_kind(r).await),
+                            _ => None,
+                        },
                     };
                     let info = {
                         let mut media = lock(&events.media);
@@ -641,7 +659,13 @@ fn tx_stop<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, transceiver: Term<
             "stop_transceiver",
             move |pc| async move {
                 let t = find_transceiver(&pc, &events, &id).await?;
+                let was = t.current_direction().await.ok();
                 t.stop().await?;
+                // W3C: stopping updates the negotiation-needed flag; webrtc-rs 0.21.1 does
+                // not, so the owner is told here (once negotiated: the next offer changes).
+                if was.is_some_and(|d| d != RTCRtpTransceiverDirection::Unspecified) {
+                    events.emit(|env, pc| (atoms::negotiation_needed(), pc).encode(env));
+                }
                 Ok(reply(|env, pc| {
                     (atoms::ok(), pc, atoms::stop_transceiver()).encode(env)
                 }))
