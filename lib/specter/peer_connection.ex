@@ -783,7 +783,7 @@ defmodule Specter.PeerConnection do
       iex> :ok = Specter.PeerConnection.replace_track(specter, pc, sender, screen)
       iex> assert_receive {:ok, ^pc, :replace_track}
       iex> :ok = Specter.PeerConnection.get_senders(specter, pc)
-      iex> assert_receive {:senders, ^pc, [%{id: ^sender, track: ^screen}]}
+      iex> assert_receive {:senders, ^pc, [%{id: ^sender, track: ^screen, dropped: 0}]}
   """
   @spec replace_track(Specter.t(), t(), sender_t(), local_track_t() | nil) ::
           :ok | {:error, Specter.error()}
@@ -880,8 +880,9 @@ defmodule Specter.PeerConnection do
     do: Native.pc_get_transceivers(Specter.native(specter), pc)
 
   @doc """
-  Sends `{:senders, pc, [%{id: sender, track: local_track | nil}]}` to the caller; `track` is
-  the local track the sender sends now.
+  Sends `{:senders, pc, [%{id: sender, track: local_track | nil, dropped: n}]}` to the
+  caller; `track` is the local track the sender sends now, `dropped` the packets it lost to
+  a full send queue (forwarding never waits for a slow subscriber).
 
       iex> {:ok, specter} = Specter.init()
       iex> {:ok, pc} = Specter.PeerConnection.new(specter, Specter.PeerConnection.default_api!(specter))

@@ -45,7 +45,8 @@ defmodule Specter.TrackRemote do
           required(:track_id) => String.t(),
           optional(:peer_connection) => Specter.PeerConnection.t(),
           optional(:packet_count) => non_neg_integer(),
-          optional(:forwarded) => non_neg_integer()
+          optional(:forwarded) => non_neg_integer(),
+          optional(:forward_time_us) => non_neg_integer()
         }
 
   @typedoc """
@@ -90,7 +91,8 @@ defmodule Specter.TrackRemote do
 
   @doc """
   Returns what is known about the track (`t:info_t/0`) with its connection, the packets
-  received and the packets forwarded so far.
+  received, the packets forwarded so far and the time spent forwarding them
+  (`forward_time_us`: the native forwarding loop, for cost accounting).
 
       iex> {:ok, specter} = Specter.init()
       iex> Specter.TrackRemote.info(specter, "not a track")

@@ -179,4 +179,5 @@ rustler::atoms! {
     bytes,
     path,
     track_passive,
+    forward_time_us,
 }

@@ -517,7 +517,8 @@ fn pc_get_transceivers<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>) -> Ter
     encode_result(env, res)
 }
 
-/// `get_senders`: `{:senders, pc, [%{id, track}]}` (`track` is the Specter track it sends).
+/// `get_senders`: `{:senders, pc, [%{id, track, dropped}]}` (`track` is the Specter track it
+/// sends; `dropped` the packets a full send queue refused).
 #[rustler::nif]
 fn pc_get_senders<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>) -> Term<'a> {
     let res = (|| {
@@ -533,20 +534,23 @@ fn pc_get_senders<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>) -> Term<'a>
                     .iter()
                     .map(|s| lock(&events.media).sender(s.id()))
                     .collect();
-                let list: Vec<(String, Option<String>)> = ids
+                let list: Vec<(String, Option<String>, u64)> = ids
                     .into_iter()
                     .map(|id| {
-                        let track = find_binding(&events, &id)
-                            .and_then(|(_, e)| e)
-                            .map(|e| e.id.clone());
-                        (id, track)
+                        let found = find_binding(&events, &id);
+                        let dropped = found
+                            .as_ref()
+                            .map(|(b, _)| b.dropped.load(std::sync::atomic::Ordering::Relaxed))
+                            .unwrap_or(0);
+                        let track = found.and_then(|(_, e)| e).map(|e| e.id.clone());
+                        (id, track, dropped)
                     })
                     .collect();
                 Ok(reply(move |env, pc| {
                     let nil = atoms::nil().encode(env);
                     let items: Vec<Term<'_>> = list
                         .iter()
-                        .map(|(id, track)| {
+                        .map(|(id, track, dropped)| {
                             map(
                                 env,
                                 vec![
@@ -555,6 +559,7 @@ fn pc_get_senders<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>) -> Term<'a>
                                         atoms::track(),
                                         track.as_deref().map(|t| t.encode(env)).unwrap_or(nil),
                                     ),
+                                    (atoms::dropped(), dropped.encode(env)),
                                 ],
                             )
                         })

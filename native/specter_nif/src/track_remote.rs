@@ -83,6 +83,8 @@ pub struct RemoteTrackHandle {
     pub ended: AtomicBool,
     pub packets: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Time spent handing packets to subscribers (the forwarding loop), in ns.
+    pub forward_ns: AtomicU64,
 }
 
 impl RemoteTrackHandle {
@@ -179,6 +181,7 @@ pub fn announce(events: &Arc<PcEvents>, track: Arc<dyn TrackRemote>) {
             ended: AtomicBool::new(false),
             packets: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            forward_ns: AtomicU64::new(0),
         });
         lock(&inst.remote_tracks).insert(handle.id.clone(), Arc::clone(&handle));
         let id = handle.id.clone();
@@ -236,11 +239,19 @@ async fn reader(inst: Weak<Instance>, h: Arc<RemoteTrackHandle>) {
         match event {
             TrackRemoteEvent::OnRtpPacket(pkt) => {
                 h.packets.fetch_add(1, Ordering::Relaxed);
-                for entry in h.forward_targets() {
-                    for b in entry.live_bindings() {
-                        b.forward(&pkt).await;
-                        h.forwarded.fetch_add(1, Ordering::Relaxed);
+                let targets = h.forward_targets();
+                if !targets.is_empty() {
+                    let started = Instant::now();
+                    let mut n = 0;
+                    for entry in targets {
+                        for b in entry.live_bindings() {
+                            b.forward(&pkt).await;
+                            n += 1;
+                        }
                     }
+                    h.forwarded.fetch_add(n, Ordering::Relaxed);
+                    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    h.forward_ns.fetch_add(ns, Ordering::Relaxed);
                 }
                 {
                     let mut recording = lock(&h.recording);
@@ -360,6 +371,10 @@ fn tr_info<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>) -> Term<'a> {
             (
                 atoms::forwarded(),
                 h.forwarded.load(Ordering::Relaxed).encode(env),
+            ),
+            (
+                atoms::forward_time_us(),
+                (h.forward_ns.load(Ordering::Relaxed) / 1_000).encode(env),
             ),
         ] {
             m = m.map_put(k.encode(env), v).unwrap_or(m);
