@@ -251,7 +251,7 @@ defmodule Specter do
 
       iex> {:ok, specter} = Specter.init()
       iex> Specter.instance_info(specter)
-      {:ok, %{apis: 0, data_channels: 0, media_engines: 0, peer_connections: 0, registries: 0, tracks: 0}}
+      {:ok, %{apis: 0, data_channels: 0, media_engines: 0, peer_connections: 0, players: 0, recorders: 0, registries: 0, remote_tracks: 0, tracks: 0}}
   """
   @spec instance_info(t()) :: {:ok, %{atom() => non_neg_integer()}} | {:error, error()}
   def instance_info(specter), do: Native.instance_info(native(specter))

@@ -7,10 +7,15 @@ defmodule Specter.MediaFile do
       time by the frames' durations (IVF timestamps, Ogg granule positions, `fps:` for
       H.264), to every connection the track is on.
     * `record/4` writes a `Specter.TrackRemote` to a file as it arrives: IVF for VP8, VP9
-      and AV1, Ogg for Opus, Annex-B for H.264.
+      and AV1, Ogg for Opus, Annex-B for H.264. An IVF recording starts on a keyframe,
+      keeps the packets' own timing (time base 1/90000 s, each frame's RTP timestamp
+      relative to the first) and holds only whole frames: after a lost packet it skips to
+      the next keyframe, which it asks the sender for (PLI), so every frame in the file
+      decodes. Packets that arrive twice (retransmissions, RTX probes) are written once.
 
   Both answer the caller when they end: `{:play_finished, player, %{frames: n}}` and
-  `{:record_finished, recorder, %{path: path, packet_count: n, bytes: n}}`
+  `{:record_finished, recorder, %{path: path, packet_count: n, bytes: n}}`, where IVF
+  recordings add `frames` (written) and `frames_dropped` (incomplete, left out)
   (or `{:record_error, recorder, reason}`).
   """
 

@@ -45,6 +45,7 @@ defmodule Specter.TrackRemote do
           required(:track_id) => String.t(),
           optional(:peer_connection) => Specter.PeerConnection.t(),
           optional(:packet_count) => non_neg_integer(),
+          optional(:duplicates) => non_neg_integer(),
           optional(:forwarded) => non_neg_integer(),
           optional(:forward_time_us) => non_neg_integer()
         }
@@ -91,8 +92,10 @@ defmodule Specter.TrackRemote do
 
   @doc """
   Returns what is known about the track (`t:info_t/0`) with its connection, the packets
-  received, the packets forwarded so far and the time spent forwarding them
-  (`forward_time_us`: the native forwarding loop, for cost accounting).
+  received (`packet_count`, each sequence number once), the copies of packets already
+  received that were left out (`duplicates`: retransmissions of packets that were not lost,
+  Chromium's RTX bandwidth probes), the packets forwarded so far and the time spent
+  forwarding them (`forward_time_us`: the native forwarding loop, for cost accounting).
 
       iex> {:ok, specter} = Specter.init()
       iex> Specter.TrackRemote.info(specter, "not a track")

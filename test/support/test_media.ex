@@ -75,6 +75,20 @@ defmodule Specter.TestMedia do
     {fields["codec_name"], int.("nb_read_frames"), int.("width"), int.("height")}
   end
 
+  @doc "A file's duration in seconds, as ffprobe reads it from the container."
+  def duration(path) do
+    {out, 0} =
+      System.cmd(
+        "ffprobe",
+        ~w(-v error -show_entries format=duration -of default=noprint_wrappers=1:nokey=1) ++
+          [path],
+        stderr_to_stdout: true
+      )
+
+    {seconds, _} = Float.parse(String.trim(out))
+    seconds
+  end
+
   @doc "Decoding errors ffmpeg reports for the whole file (\"\" when it decodes cleanly)."
   def decode_errors(path) do
     {out, _} =

@@ -3,6 +3,7 @@
 //! crosses the NIF boundary.
 
 pub mod media;
+pub mod recording;
 pub mod rtcp;
 pub mod runtime;
 pub mod signalling;

@@ -176,6 +176,8 @@ rustler::atoms! {
     record_finished,
     record_error,
     frames,
+    frames_dropped,
+    duplicates,
     bytes,
     path,
     track_passive,

@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::media::io::h26x_writer::H26xWriter;
-use rtc::media::io::ivf_reader::IVFFileHeader;
-use rtc::media::io::ivf_writer::IVFWriter;
 use rtc::media::io::ogg_writer::OggWriter;
 use rtc::media::io::Writer;
 use rtc::media::Sample;
 use rtc::rtp;
 use rustler::{Encoder, Env, LocalPid, Term};
 
-use specter_core::media::{parse, vp8_keyframe_size, MediaError};
+use specter_core::media::{parse, MediaError};
+use specter_core::recording::{repair_ogg_tail, IvfCodec, IvfRecorder};
 
 use crate::atoms;
 use crate::error::{encode_result, Error, NifResult};
@@ -29,66 +28,110 @@ use crate::track_remote;
 /// Largest file `play` loads.
 const MAX_PLAY_FILE: u64 = 512 * 1024 * 1024;
 
-pub struct Recorder {
-    pub id: String,
-    path: String,
-    writer: Mutex<Option<Box<dyn Writer + Send>>>,
-    packets: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
-    caller: LocalPid,
-    /// VP8 in IVF: the frame size, read from the first keyframe, goes into the file header.
-    vp8: bool,
-    size: Mutex<Option<(u16, u16)>>,
+/// A running file player.
+pub struct Player {
+    pub stop: Arc<AtomicBool>,
+    pub caller: LocalPid,
 }
 
-impl Recorder {
-    /// Writes one RTP packet (the writer depacketizes).
-    pub fn write(&self, pkt: &rtp::Packet) {
-        if self.vp8 {
-            let mut size = lock(&self.size);
-            if size.is_none() {
-                *size = vp8_keyframe_size(&pkt.payload);
-            }
-        }
-        let mut writer = lock(&self.writer);
-        if let Some(w) = writer.as_mut() {
-            match w.write_rtp(pkt) {
-                Ok(()) => {
-                    self.packets.fetch_add(1, Ordering::Relaxed);
-                    self.bytes
-                        .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+/// Where a recorder's packets go: VP8/VP9/AV1 into Specter's IVF writer (RTP timing,
+/// whole frames only), Opus and H.264 into webrtc-rs's writers.
+enum RecordWriter {
+    Ivf(IvfRecorder<BufWriter<File>>),
+    Ogg(Box<dyn Writer + Send>),
+    Other(Box<dyn Writer + Send>),
+}
+
+impl RecordWriter {
+    fn write_rtp(&mut self, pkt: &rtp::Packet) -> rtc::shared::error::Result<()> {
+        match self {
+            RecordWriter::Ivf(w) => w.write_rtp(pkt),
+            RecordWriter::Ogg(w) | RecordWriter::Other(w) => w.write_rtp(pkt),
         }
     }
 
+    fn wants_keyframe(&self) -> bool {
+        matches!(self, RecordWriter::Ivf(w) if w.wants_keyframe())
+    }
+
+    /// Closes the file: `(frames, frames dropped)` for IVF.
+    fn close(&mut self, path: &str) -> Result<Option<(u32, u64)>, String> {
+        match self {
+            RecordWriter::Ivf(w) => {
+                w.close().map_err(|e| e.to_string())?;
+                Ok(Some((w.frames(), w.dropped())))
+            }
+            RecordWriter::Ogg(w) => {
+                w.close().map_err(|e| e.to_string())?;
+                // webrtc-rs writes the last page twice (see `repair_ogg_tail`).
+                let mut bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                if repair_ogg_tail(&mut bytes) {
+                    std::fs::write(path, bytes).map_err(|e| e.to_string())?;
+                }
+                Ok(None)
+            }
+            RecordWriter::Other(w) => w.close().map(|_| None).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+pub struct Recorder {
+    pub id: String,
+    path: String,
+    writer: Mutex<Option<RecordWriter>>,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    pub caller: LocalPid,
+}
+
+impl Recorder {
+    /// Writes one RTP packet (the writer depacketizes). True when the recording waits for
+    /// a keyframe (at its start, or after a lost packet), so the caller can ask for one.
+    pub fn write(&self, pkt: &rtp::Packet) -> bool {
+        let mut writer = lock(&self.writer);
+        let Some(w) = writer.as_mut() else {
+            return false;
+        };
+        match w.write_rtp(pkt) {
+            Ok(()) => {
+                self.packets.fetch_add(1, Ordering::Relaxed);
+                self.bytes
+                    .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        w.wants_keyframe()
+    }
+
     /// Closes the file and tells the caller of `record`:
-    /// `{:record_finished, recorder, %{path, packets, bytes}}`.
+    /// `{:record_finished, recorder, %{path, packet_count, bytes}}` (plus `frames` and
+    /// `frames_dropped` for IVF).
     pub fn finish(&self) {
         let Some(mut writer) = lock(&self.writer).take() else {
             return;
         };
-        let mut closed = writer.close().map_err(|e| e.to_string());
+        let closed = writer.close(&self.path);
         drop(writer);
-        if let (Ok(()), Some((w, h))) = (&closed, *lock(&self.size)) {
-            closed = patch_ivf_size(&self.path, w, h).map_err(|e| e.to_string());
-        }
         let id = self.id.clone();
         let path = self.path.clone();
         let packets = self.packets.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         mailbox::send(self.caller, move |env| match closed {
-            Ok(()) => {
+            Ok(frames) => {
                 let mut m = rustler::types::map::map_new(env);
-                for (k, v) in [
+                let mut pairs = vec![
                     (atoms::path(), path.as_str().encode(env)),
                     (atoms::packet_count(), packets.encode(env)),
                     (atoms::bytes(), bytes.encode(env)),
-                ] {
+                ];
+                if let Some((frames, dropped)) = frames {
+                    pairs.push((atoms::frames(), frames.encode(env)));
+                    pairs.push((atoms::frames_dropped(), dropped.encode(env)));
+                }
+                for (k, v) in pairs {
                     m = m.map_put(k.encode(env), v).unwrap_or(m);
                 }
                 (atoms::record_finished(), id.as_str(), m).encode(env)
@@ -98,49 +141,14 @@ impl Recorder {
     }
 }
 
-/// Writes a frame size into an IVF file's header (bytes 12..16).
-fn patch_ivf_size(path: &str, width: u16, height: u16) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.seek(SeekFrom::Start(12))?;
-    let mut size = [0u8; 4];
-    size[..2].copy_from_slice(&width.to_le_bytes());
-    size[2..].copy_from_slice(&height.to_le_bytes());
-    file.write_all(&size)
-}
-
-fn writer_for(
-    mime: &str,
-    clock_rate: u32,
-    channels: u16,
-    path: &str,
-) -> NifResult<Box<dyn Writer + Send>> {
+fn writer_for(mime: &str, clock_rate: u32, channels: u16, path: &str) -> NifResult<RecordWriter> {
     let file = File::create(path).map_err(|_| Error::InvalidArgument("path"))?;
-    let lower = mime.to_ascii_lowercase();
-    let fourcc = match lower.as_str() {
-        "video/vp8" => Some(*b"VP80"),
-        "video/vp9" => Some(*b"VP90"),
-        "video/av1" => Some(*b"AV01"),
-        _ => None,
-    };
-    if let Some(four_cc) = fourcc {
-        let header = IVFFileHeader {
-            signature: *b"DKIF",
-            version: 0,
-            header_size: 32,
-            four_cc,
-            width: 640,
-            height: 480,
-            timebase_denominator: clock_rate.max(1),
-            timebase_numerator: 1,
-            num_frames: 0,
-            unused: 0,
-        };
-        let w = IVFWriter::new(BufWriter::new(file), &header)
+    if let Some(codec) = IvfCodec::from_mime(mime) {
+        let w = IvfRecorder::new(BufWriter::new(file), codec)
             .map_err(|e| Error::Webrtc(e.to_string()))?;
-        return Ok(Box::new(w));
+        return Ok(RecordWriter::Ivf(w));
     }
-    match lower.as_str() {
+    match mime.to_ascii_lowercase().as_str() {
         "audio/opus" => {
             let w = OggWriter::new(
                 BufWriter::new(file),
@@ -148,9 +156,12 @@ fn writer_for(
                 channels.clamp(1, 2) as u8,
             )
             .map_err(|e| Error::Webrtc(e.to_string()))?;
-            Ok(Box::new(w))
+            Ok(RecordWriter::Ogg(Box::new(w)))
         }
-        "video/h264" => Ok(Box::new(H26xWriter::new(BufWriter::new(file), false))),
+        "video/h264" => Ok(RecordWriter::Other(Box::new(H26xWriter::new(
+            BufWriter::new(file),
+            false,
+        )))),
         other => Err(Error::InvalidCodec(format!("cannot record {other}"))),
     }
 }
@@ -174,10 +185,11 @@ fn mf_record<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>, path: Term<'a
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             caller: env.pid(),
-            vp8: codec.mime_type.eq_ignore_ascii_case("video/vp8"),
-            size: Mutex::new(None),
         });
         lock(&inst.recorders).insert(recorder.id.clone(), Arc::clone(&recorder));
+        // A recording stops when its caller exits (see `Instance::owner_down`).
+        let s = instance(specter)?;
+        let _ = env.monitor(&s, &recorder.caller);
         lock(&h.recording).attach(Arc::clone(&recorder));
         if h.ended.load(Ordering::Acquire) {
             lock(&h.recording).recorders.clear();
@@ -268,8 +280,18 @@ fn mf_play<'a>(
         }
         let id = new_id();
         let stop = Arc::new(AtomicBool::new(false));
-        lock(&s.inner.players).insert(id.clone(), Arc::clone(&stop));
         let caller = env.pid();
+        lock(&s.inner.players).insert(
+            id.clone(),
+            Player {
+                stop: Arc::clone(&stop),
+                caller,
+            },
+        );
+        // A player stops when its caller exits (see `Instance::owner_down`).
+        let _ = env.monitor(&s, &caller);
+        let track_id = entry.id.clone();
+        let entry = Arc::downgrade(&entry);
         let inst = Arc::downgrade(&s.inner);
         let player_id = id.clone();
         s.inner.handle.spawn(async move {
@@ -286,6 +308,16 @@ fn mf_play<'a>(
                         break 'outer;
                     }
                     tokio::time::sleep_until(next).await;
+                    // The track was closed (or the instance dropped): nothing to play into.
+                    let Some(entry) = entry.upgrade() else {
+                        break 'outer;
+                    };
+                    let open = inst
+                        .upgrade()
+                        .is_some_and(|i| lock(&i.tracks).contains_key(&track_id));
+                    if !open {
+                        break 'outer;
+                    }
                     let sample = Sample {
                         data: data.clone(),
                         timestamp: std::time::Instant::now(),
@@ -328,7 +360,7 @@ fn mf_stop_play<'a>(env: Env<'a>, specter: Term<'a>, player: Term<'a>) -> Term<'
         let key = normalize_id(&id).ok_or(Error::NotFound)?;
         let stop = lock(&s.inner.players)
             .get(&key)
-            .cloned()
+            .map(|p| Arc::clone(&p.stop))
             .ok_or(Error::NotFound)?;
         stop.store(true, Ordering::Release);
         Ok(atoms::ok())

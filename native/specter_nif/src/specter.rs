@@ -96,8 +96,8 @@ pub struct Instance {
     pub remote_tracks: Mutex<HashMap<String, Arc<RemoteTrackHandle>>>,
     pub closed_remote_tracks: Mutex<Tombstones>,
     pub recorders: Mutex<HashMap<String, Arc<Recorder>>>,
-    /// Stop flags of running file players.
-    pub players: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    /// Running file players.
+    pub players: Mutex<HashMap<String, crate::media_file::Player>>,
     /// Next port to try when a UDP port range is configured.
     pub next_port: Mutex<u16>,
 }
@@ -169,6 +169,32 @@ impl Instance {
         for pc in owned {
             self.forget_pc(&pc.id);
             pc.close(None);
+        }
+        for player in lock(&self.players).values() {
+            if player.caller == pid {
+                player
+                    .stop
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let recorders: Vec<Arc<Recorder>> = {
+            let mut all = lock(&self.recorders);
+            let mine: Vec<String> = all
+                .iter()
+                .filter(|(_, r)| r.caller == pid)
+                .map(|(id, _)| id.clone())
+                .collect();
+            mine.iter().filter_map(|id| all.remove(id)).collect()
+        };
+        if !recorders.is_empty() {
+            for track in lock(&self.remote_tracks).values() {
+                lock(&track.recording)
+                    .recorders
+                    .retain(|r| !recorders.iter().any(|x| Arc::ptr_eq(r, x)));
+            }
+            for r in recorders {
+                r.finish();
+            }
         }
     }
 }
@@ -406,6 +432,9 @@ fn instance_info<'a>(env: Env<'a>, specter: Term<'a>) -> Term<'a> {
             ("peer_connections", lock(&i.pcs).len()),
             ("data_channels", lock(&i.data_channels).len()),
             ("tracks", lock(&i.tracks).len()),
+            ("remote_tracks", lock(&i.remote_tracks).len()),
+            ("recorders", lock(&i.recorders).len()),
+            ("players", lock(&i.players).len()),
         ];
         let mut map = rustler::types::map::map_new(env);
         for (k, v) in pairs {

@@ -25,6 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rustler::{Atom, Encoder, Env, Term};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use specter_core::recording::SeqWindow;
 use specter_core::rtcp::{describe, RtcpInfo};
 
 use crate::atoms;
@@ -50,6 +51,9 @@ pub struct RemoteInfo {
 /// How long, and how many packets, a new track's packets are kept for a recorder to come.
 const PREBUFFER_TIME: Duration = Duration::from_secs(2);
 const PREBUFFER_PACKETS: usize = 1024;
+
+/// How often a recording that lost a packet asks for a keyframe.
+const RECORDER_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A track's recorders, and its first packets while none has come yet.
 pub struct Recording {
@@ -82,6 +86,8 @@ pub struct RemoteTrackHandle {
     announced: Instant,
     pub ended: AtomicBool,
     pub packets: AtomicU64,
+    /// Packets that arrived again (same sequence number) and were passed on only once.
+    pub duplicates: AtomicU64,
     pub forwarded: AtomicU64,
     /// Time spent handing packets to subscribers (the forwarding loop), in ns.
     pub forward_ns: AtomicU64,
@@ -180,6 +186,7 @@ pub fn announce(events: &Arc<PcEvents>, track: Arc<dyn TrackRemote>) {
             last_keyframe_request: Mutex::new(None),
             ended: AtomicBool::new(false),
             packets: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             forward_ns: AtomicU64::new(0),
         });
@@ -235,9 +242,16 @@ fn info_term<'a>(env: Env<'a>, info: &RemoteInfo) -> Term<'a> {
 }
 
 async fn reader(inst: Weak<Instance>, h: Arc<RemoteTrackHandle>) {
+    // Chromium's bandwidth probes resend recent packets over RTX, which webrtc-rs unwraps
+    // into the stream: each sequence number is passed on once.
+    let mut seen = SeqWindow::new();
     while let Some(event) = h.track.poll().await {
         match event {
             TrackRemoteEvent::OnRtpPacket(pkt) => {
+                if !seen.insert(pkt.header.sequence_number) {
+                    h.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 h.packets.fetch_add(1, Ordering::Relaxed);
                 let targets = h.forward_targets();
                 if !targets.is_empty() {
@@ -253,10 +267,11 @@ async fn reader(inst: Weak<Instance>, h: Arc<RemoteTrackHandle>) {
                     let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     h.forward_ns.fetch_add(ns, Ordering::Relaxed);
                 }
+                let mut wants_keyframe = false;
                 {
                     let mut recording = lock(&h.recording);
                     for r in &recording.recorders {
-                        r.write(&pkt);
+                        wants_keyframe |= r.write(&pkt);
                     }
                     let keep = h.announced.elapsed() < PREBUFFER_TIME;
                     match recording.prebuffer.as_mut() {
@@ -266,6 +281,11 @@ async fn reader(inst: Weak<Instance>, h: Arc<RemoteTrackHandle>) {
                         Some(_) => recording.prebuffer = None,
                         None => {}
                     }
+                }
+                if wants_keyframe {
+                    // A recording lost a packet and waits for a keyframe.
+                    h.request_keyframe_throttled(RECORDER_KEYFRAME_INTERVAL)
+                        .await;
                 }
                 if let Some(ran_out) = h.credit.take() {
                     if let Ok(bytes) = rtc::shared::marshal::Marshal::marshal(&pkt) {
@@ -367,6 +387,10 @@ fn tr_info<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>) -> Term<'a> {
             (
                 atoms::packet_count(),
                 h.packets.load(Ordering::Relaxed).encode(env),
+            ),
+            (
+                atoms::duplicates(),
+                h.duplicates.load(Ordering::Relaxed).encode(env),
             ),
             (
                 atoms::forwarded(),

@@ -103,7 +103,7 @@ async function launch() {
       "--disable-component-update",
       "--disable-sync",
       "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
+      "--use-fake-device-for-media-stream=fps=30",
       "--allow-loopback-in-peer-connection",
       // Belt and braces for the network rule: no DNS resolution at all (the page is an IP
       // literal), no crash reports, no pings.
