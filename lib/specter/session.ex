@@ -98,11 +98,12 @@ defmodule Specter.Session do
   The session's media (icey's `MediaBridge`): up to one local audio and one local video
   track (`Specter.TrackLocalStaticSample`, created when the session starts and kept
   across calls: write samples to them once the call is `:active`), and the remote audio
-  and video tracks of the current call (`Specter.TrackRemote`, once announced).
+  and video tracks of the current call (`Specter.TrackRemote`, once announced). With
+  `local_tracks: :rtp` the local tracks are `Specter.TrackLocalStaticRTP`s.
   """
   @type media_t() :: %{
-          audio: Specter.TrackLocalStaticSample.t() | nil,
-          video: Specter.TrackLocalStaticSample.t() | nil,
+          audio: Specter.TrackLocalStaticSample.t() | Specter.TrackLocalStaticRTP.t() | nil,
+          video: Specter.TrackLocalStaticSample.t() | Specter.TrackLocalStaticRTP.t() | nil,
           remote_audio: Specter.TrackRemote.t() | nil,
           remote_video: Specter.TrackRemote.t() | nil
         }
@@ -132,6 +133,9 @@ defmodule Specter.Session do
     * `:audio`, `:video` - `t:direction_t/0` or `nil` (default) for no such media
     * `:audio_codec`, `:video_codec` - `%Specter.RtpCodecCapability{}` of the local tracks
       (Opus, VP8)
+    * `:local_tracks` - `:sample` (default: `Specter.TrackLocalStaticSample`, for encoded
+      frames and `Specter.MediaFile.play/4`) or `:rtp` (`Specter.TrackLocalStaticRTP`, for
+      whole packets and `Specter.TrackRemote.forward/3`, e.g. an echo or an SFU)
     * `:ice_servers` - for this session's connections (default: the instance's)
     * `:api` - the `Specter.new_api/3` API for the connections (default: a fresh one)
     * `:negotiation_timeout` - ms that `:outgoing_init` and `:negotiating` may last (30 000)
@@ -149,6 +153,7 @@ defmodule Specter.Session do
           | {:video, direction_t() | nil}
           | {:audio_codec, RtpCodecCapability.t()}
           | {:video_codec, RtpCodecCapability.t()}
+          | {:local_tracks, :sample | :rtp}
           | {:ice_servers, [String.t() | map()]}
           | {:api, Specter.api_t()}
           | {:negotiation_timeout, pos_integer()}
@@ -372,6 +377,7 @@ defmodule Specter.Session do
          {:ok, negotiation_timeout} <- timeout(opts, :negotiation_timeout, 30_000),
          {:ok, disconnect_timeout} <- timeout(opts, :disconnect_timeout, 5_000),
          {:ok, subscriber} <- subscriber(opts),
+         {:ok, track_type} <- track_type(opts),
          :ok <- known_keys(opts),
          :ok <- something_to_negotiate(data_channel, audio, video) do
       {:ok,
@@ -386,6 +392,7 @@ defmodule Specter.Session do
          video: video,
          audio_codec: Keyword.get(opts, :audio_codec, @opus),
          video_codec: Keyword.get(opts, :video_codec, @vp8),
+         track_type: track_type,
          ice_servers: Keyword.get(opts, :ice_servers),
          api: Keyword.get(opts, :api),
          negotiation_timeout: negotiation_timeout,
@@ -405,6 +412,7 @@ defmodule Specter.Session do
     :video,
     :audio_codec,
     :video_codec,
+    :local_tracks,
     :ice_servers,
     :api,
     :negotiation_timeout,
@@ -457,6 +465,14 @@ defmodule Specter.Session do
     case Keyword.get(opts, :subscriber) do
       pid when is_pid(pid) or is_nil(pid) -> {:ok, pid}
       _ -> {:error, {:invalid_option, :subscriber}}
+    end
+  end
+
+  defp track_type(opts) do
+    case Keyword.get(opts, :local_tracks, :sample) do
+      :sample -> {:ok, TrackLocalStaticSample}
+      :rtp -> {:ok, Specter.TrackLocalStaticRTP}
+      _ -> {:error, {:invalid_option, :local_tracks}}
     end
   end
 
@@ -515,7 +531,7 @@ defmodule Specter.Session do
     Enum.reduce_while([audio: config.audio_codec, video: config.video_codec], {:ok, %{}}, fn
       {kind, codec}, {:ok, acc} ->
         if config[kind] in [:sendrecv, :sendonly] do
-          case TrackLocalStaticSample.new(config.specter, codec, "#{kind}", config.peer_id) do
+          case config.track_type.new(config.specter, codec, "#{kind}", config.peer_id) do
             {:ok, track} -> {:cont, {:ok, Map.put(acc, kind, track)}}
             {:error, reason} -> {:halt, {:error, {:invalid_option, {:"#{kind}_codec", reason}}}}
           end

@@ -334,8 +334,6 @@ defmodule Specter.SessionTest do
     assert {:media_detached, _} = Enum.find(a, &match?({:media_detached, _}, &1))
   end
 
-  # Killing the registry logs its partitions' exits.
-  @tag :capture_log
   test "the signaller's process exits: calls end and the sessions stop", ctx do
     alice = session!(ctx, "alice")
     bob = session!(ctx, "bob")
@@ -344,7 +342,7 @@ defmodule Specter.SessionTest do
     ref_b = Process.monitor(bob)
 
     registry = Process.whereis(ctx.name)
-    Process.exit(registry, :kill)
+    Process.exit(registry, :shutdown)
 
     for {s, ref, peer} <- [{alice, ref_a, "bob"}, {bob, ref_b, "alice"}] do
       events = events_until(s, {:state, :idle})
@@ -396,6 +394,35 @@ defmodule Specter.SessionTest do
     assert is_binary(ra) and is_binary(rv)
     assert %{remote_audio: nil, remote_video: nil, audio: ^b_audio} = Session.media(bob)
     idle!(alice)
+  end
+
+  test "an echo: local RTP tracks fed by native forwarding of the remote ones", ctx do
+    alice = session!(ctx, "alice", video: :sendrecv, data_channel: false)
+
+    bob = session!(ctx, "bob", video: :sendrecv, data_channel: false, local_tracks: :rtp)
+
+    %{video: camera} = Session.media(alice)
+    %{video: echo} = Session.media(bob)
+    assert {:ok, true} == {:ok, Specter.TrackLocalStaticRTP.exists?(ctx.specter, echo)}
+    connect!(alice, bob)
+
+    for _ <- 1..30,
+        do:
+          :ok =
+            TrackLocalStaticSample.write_sample(ctx.specter, camera, <<0x10, 2, 0, 0x9D>>, 33_333)
+
+    assert_receive {:specter_session, ^bob, {:track, from_alice, %{kind: :video}}}, @wait
+    :ok = Specter.TrackRemote.forward(ctx.specter, from_alice, echo)
+
+    for _ <- 1..30,
+        do:
+          :ok =
+            TrackLocalStaticSample.write_sample(ctx.specter, camera, <<0x10, 2, 0, 0x9D>>, 33_333)
+
+    assert_receive {:specter_session, ^alice, {:track, echoed, %{kind: :video}}}, @wait
+    assert Session.media(alice).remote_video == echoed
+    assert %{forwarded: forwarded} = elem(Specter.TrackRemote.info(ctx.specter, from_alice), 1)
+    assert forwarded > 0
   end
 
   test "a libwebrtc-style peer that offers without init: the offer waits for accept", ctx do
@@ -456,6 +483,9 @@ defmodule Specter.SessionTest do
 
     assert Session.start_link(base ++ [peer_id: "x", data_channel: false]) ==
              {:error, :nothing_to_negotiate}
+
+    assert Session.start_link(base ++ [peer_id: "x", local_tracks: :mp4]) ==
+             {:error, {:invalid_option, :local_tracks}}
 
     assert Session.start_link(base ++ [peer_id: "x", colour: :blue]) ==
              {:error, {:invalid_option, :colour}}
