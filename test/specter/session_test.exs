@@ -341,8 +341,7 @@ defmodule Specter.SessionTest do
     ref_a = Process.monitor(alice)
     ref_b = Process.monitor(bob)
 
-    registry = Process.whereis(ctx.name)
-    Process.exit(registry, :shutdown)
+    :ok = stop_supervised!(ctx.name)
 
     for {s, ref, peer} <- [{alice, ref_a, "bob"}, {bob, ref_b, "alice"}] do
       events = events_until(s, {:state, :idle})
