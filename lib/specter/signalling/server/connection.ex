@@ -12,7 +12,7 @@ defmodule Specter.Signalling.Server.Connection do
   | request not complete within `:read_timeout` | `408 Request Timeout` |
   | POST without `Content-Length` (or chunked) | `411 Length Required` |
   | body larger than `:max_body` | `413 Payload Too Large` |
-  | a header line over 8 KiB or more than 100 headers | `431 Request Header Fields Too Large` |
+  | headers over 16 KiB or more than 100 header lines | `431 Request Header Fields Too Large` |
   | known path, wrong method | `405 Method Not Allowed` |
   | unknown or missing `peer_id` / `to` | `500 Error` (as `peerconnection_server`) |
   | unknown path | `500 Sorry` (as `peerconnection_server`) |
@@ -23,7 +23,7 @@ defmodule Specter.Signalling.Server.Connection do
   alias Specter.Signalling.Server.Channel
 
   @max_headers 100
-  @max_line 8_192
+  @max_head 16_384
 
   @doc false
   @spec run(pid(), map()) :: :ok
@@ -55,11 +55,10 @@ defmodule Specter.Signalling.Server.Connection do
   ## Reading
 
   defp read_request(sock, deadline, config) do
-    :ok = :inet.setopts(sock, packet: :http_bin, packet_size: @max_line)
-
-    with {:ok, method, target} <- read_request_line(sock, deadline),
-         {:ok, headers} <- read_headers(sock, deadline, %{}, 0),
-         {:ok, body} <- read_body(sock, method, headers, deadline, config.max_body) do
+    with {:ok, head, rest} <- read_head(sock, deadline, ""),
+         {:ok, method, target, head} <- parse_request_line(head),
+         {:ok, headers} <- parse_headers(head, %{}, 0),
+         {:ok, body} <- read_body(sock, method, headers, rest, deadline, config.max_body) do
       {path, query} =
         case String.split(target, "?", parts: 2) do
           [path, query] -> {path, query}
@@ -77,19 +76,34 @@ defmodule Specter.Signalling.Server.Connection do
     end
   end
 
-  defp read_request_line(sock, deadline) do
-    case :gen_tcp.recv(sock, 0, HTTP.remaining(deadline)) do
-      {:ok, {:http_request, method, uri, _version}} ->
+  # Reads up to the blank line that ends the headers: {:ok, head, bytes after it}.
+  defp read_head(sock, deadline, buffer) do
+    case :binary.match(buffer, "\r\n\r\n") do
+      {at, 4} ->
+        size = at + 4
+        {:ok, binary_part(buffer, 0, size), binary_part(buffer, size, byte_size(buffer) - size)}
+
+      :nomatch when byte_size(buffer) > @max_head ->
+        {:error, {"431 Request Header Fields Too Large", "Headers over #{@max_head} bytes"}}
+
+      :nomatch ->
+        case :gen_tcp.recv(sock, 0, HTTP.remaining(deadline)) do
+          {:ok, data} -> read_head(sock, deadline, buffer <> data)
+          error -> read_error(error)
+        end
+    end
+  end
+
+  defp parse_request_line(head) do
+    case :erlang.decode_packet(:http_bin, head, []) do
+      {:ok, {:http_request, method, uri, _version}, rest} ->
         case target(uri) do
-          {:ok, target} -> {:ok, to_string(method), target}
+          {:ok, target} -> {:ok, to_string(method), target, rest}
           :error -> {:error, {"400 Bad Request", "Bad request target"}}
         end
 
-      {:ok, _other} ->
+      _ ->
         {:error, {"400 Bad Request", "Bad request line"}}
-
-      error ->
-        read_error(error)
     end
   end
 
@@ -97,28 +111,23 @@ defmodule Specter.Signalling.Server.Connection do
   defp target({:absoluteURI, _scheme, _host, _port, target}), do: {:ok, target}
   defp target(_), do: :error
 
-  defp read_headers(_sock, _deadline, _acc, count) when count > @max_headers,
+  defp parse_headers(_head, _acc, count) when count > @max_headers,
     do: {:error, {"431 Request Header Fields Too Large", "Too many headers"}}
 
-  defp read_headers(sock, deadline, acc, count) do
-    case :gen_tcp.recv(sock, 0, HTTP.remaining(deadline)) do
-      {:ok, {:http_header, _, _, name, value}} ->
-        read_headers(sock, deadline, Map.put(acc, String.downcase(name), value), count + 1)
+  defp parse_headers(head, acc, count) do
+    case :erlang.decode_packet(:httph_bin, head, []) do
+      {:ok, {:http_header, _, _, name, value}, rest} ->
+        parse_headers(rest, Map.put(acc, String.downcase(name), value), count + 1)
 
-      {:ok, :http_eoh} ->
+      {:ok, :http_eoh, _} ->
         {:ok, acc}
 
-      {:ok, _other} ->
+      _ ->
         {:error, {"400 Bad Request", "Bad header"}}
-
-      error ->
-        read_error(error)
     end
   end
 
-  defp read_body(sock, method, headers, deadline, max_body) do
-    :ok = :inet.setopts(sock, packet: :raw)
-
+  defp read_body(sock, method, headers, rest, deadline, max_body) do
     cond do
       Map.has_key?(headers, "transfer-encoding") ->
         {:error, {"411 Length Required", "Chunked bodies are not supported"}}
@@ -136,9 +145,12 @@ defmodule Specter.Signalling.Server.Connection do
           {n, ""} when n > max_body ->
             {:error, {"413 Payload Too Large", "Body over #{max_body} bytes"}}
 
+          {n, ""} when n > 0 and byte_size(rest) >= n ->
+            {:ok, binary_part(rest, 0, n)}
+
           {n, ""} when n > 0 ->
-            case :gen_tcp.recv(sock, n, HTTP.remaining(deadline)) do
-              {:ok, body} -> {:ok, body}
+            case :gen_tcp.recv(sock, n - byte_size(rest), HTTP.remaining(deadline)) do
+              {:ok, more} -> {:ok, rest <> more}
               error -> read_error(error)
             end
 
@@ -149,9 +161,6 @@ defmodule Specter.Signalling.Server.Connection do
   end
 
   defp read_error({:error, :timeout}), do: {:error, {"408 Request Timeout", "Request timeout"}}
-
-  defp read_error({:error, :emsgsize}),
-    do: {:error, {"431 Request Header Fields Too Large", "Header line too long"}}
 
   defp read_error({:error, _}), do: {:error, :closed}
 
@@ -283,8 +292,6 @@ defmodule Specter.Signalling.Server.Connection do
   end
 
   defp drain(sock, deadline, budget) when budget > 0 do
-    :inet.setopts(sock, packet: :raw)
-
     case :gen_tcp.recv(sock, 0, HTTP.remaining(deadline)) do
       {:ok, data} -> drain(sock, deadline, budget - byte_size(data))
       _ -> :ok
