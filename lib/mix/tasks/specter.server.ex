@@ -1,0 +1,58 @@
+defmodule Mix.Tasks.Specter.Server do
+  @shortdoc "Runs the libwebrtc-compatible signalling server"
+
+  @moduledoc """
+  Runs `Specter.Signalling.Server`, a signalling server wire-compatible with libwebrtc's
+  `peerconnection_server`, until interrupted.
+
+      mix specter.server [--port 8888] [--ip 127.0.0.1] [--member-timeout 30] [--max-body 65536]
+
+    * `--port` - TCP port (8888)
+    * `--ip` - address to bind (127.0.0.1; `0.0.0.0` to serve other machines)
+    * `--member-timeout` - seconds a member may go without a pending `/wait` (30)
+    * `--max-body` - largest message body in bytes (65536)
+  """
+
+  use Mix.Task
+
+  @switches [port: :integer, ip: :string, member_timeout: :integer, max_body: :integer]
+
+  @impl Mix.Task
+  @spec run([String.t()]) :: :ok
+  def run(args) do
+    {opts, _rest, invalid} = OptionParser.parse(args, strict: @switches)
+    if invalid != [], do: Mix.raise("Unknown or invalid options: #{inspect(invalid)}")
+
+    port = Keyword.get(opts, :port, 8888)
+    ip_text = Keyword.get(opts, :ip, "127.0.0.1")
+
+    ip =
+      case :inet.parse_address(String.to_charlist(ip_text)) do
+        {:ok, ip} -> ip
+        {:error, _} -> Mix.raise("--ip #{ip_text} is not an IP address")
+      end
+
+    Mix.Task.run("app.config")
+
+    server_opts =
+      [port: port, ip: ip, member_timeout: Keyword.get(opts, :member_timeout, 30) * 1_000] ++
+        Keyword.take(opts, [:max_body])
+
+    case Specter.Signalling.Server.start_link(server_opts) do
+      {:ok, server} ->
+        Mix.shell().info(
+          "Signalling server listening on #{ip_text}:#{Specter.Signalling.Server.port(server)}"
+        )
+
+        unless iex_running?(), do: Process.sleep(:infinity)
+        :ok
+
+      {:error, reason} ->
+        Mix.raise(
+          "Could not start the signalling server on #{ip_text}:#{port}: #{inspect(reason)}"
+        )
+    end
+  end
+
+  defp iex_running?, do: Code.ensure_loaded?(IEx) and IEx.started?()
+end
