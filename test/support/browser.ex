@@ -61,6 +61,30 @@ defmodule Specter.Browser do
     command(browser, %{cmd: "open_page"}, 20_000)
   end
 
+  @doc """
+  Opens a fresh page at `url` (only `http://127.0.0.1:<port>/...`) with camera and
+  microphone permission for its origin, and sends its events to `listener`.
+  """
+  def open_url(browser, url, listener \\ self()) do
+    :ok = GenServer.call(browser, {:listen, listener})
+    command(browser, %{cmd: "open_url", url: url}, 20_000)
+  end
+
+  @doc "Runs an async JavaScript function body in the page: `{:ok, result} | {:error, message}`."
+  def eval(browser, body, timeout \\ 10_000),
+    do: command(browser, %{cmd: "eval", body: body}, timeout)
+
+  @doc "As `eval/3`, raising on an error."
+  def eval!(browser, body, timeout \\ 10_000) do
+    case eval(browser, body, timeout) do
+      {:ok, result} -> result
+      {:error, message} -> raise "page: #{message}"
+    end
+  end
+
+  @doc "Saves a screenshot of the whole page to `path` (a PNG)."
+  def screenshot(browser, path), do: command(browser, %{cmd: "screenshot", path: path}, 20_000)
+
   @doc "Closes the page and every peer connection in it."
   def close_page(browser), do: command(browser, %{cmd: "close_page"}, 10_000)
 

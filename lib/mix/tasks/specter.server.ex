@@ -6,16 +6,28 @@ defmodule Mix.Tasks.Specter.Server do
   `peerconnection_server`, until interrupted.
 
       mix specter.server [--port 8888] [--ip 127.0.0.1] [--member-timeout 30] [--max-body 65536]
+                        [--echo [--echo-name echo]]
 
     * `--port` - TCP port (8888)
     * `--ip` - address to bind (127.0.0.1; `0.0.0.0` to serve other machines)
     * `--member-timeout` - seconds a member may go without a pending `/wait` (30)
     * `--max-body` - largest message body in bytes (65536)
+    * `--echo` - also sign in a `Specter.EchoPeer` (named by `--echo-name`, `echo`): open
+      `http://127.0.0.1:8888/` in a browser, sign in, call `echo`, and see your camera come
+      back and your chat echoed. The echo peer's connections stay on loopback unless `--ip`
+      is another address.
   """
 
   use Mix.Task
 
-  @switches [port: :integer, ip: :string, member_timeout: :integer, max_body: :integer]
+  @switches [
+    port: :integer,
+    ip: :string,
+    member_timeout: :integer,
+    max_body: :integer,
+    echo: :boolean,
+    echo_name: :string
+  ]
 
   @impl Mix.Task
   @spec run([String.t()]) :: :ok
@@ -40,9 +52,10 @@ defmodule Mix.Tasks.Specter.Server do
 
     case Specter.Signalling.Server.start_link(server_opts) do
       {:ok, server} ->
-        Mix.shell().info(
-          "Signalling server listening on #{ip_text}:#{Specter.Signalling.Server.port(server)}"
-        )
+        bound = Specter.Signalling.Server.port(server)
+        Mix.shell().info("Signalling server listening on #{ip_text}:#{bound}")
+        Mix.shell().info("Demo page: http://#{ip_text}:#{bound}/")
+        if opts[:echo], do: start_echo(ip, ip_text, bound, Keyword.get(opts, :echo_name, "echo"))
 
         unless iex_running?(), do: Process.sleep(:infinity)
         :ok
@@ -51,6 +64,21 @@ defmodule Mix.Tasks.Specter.Server do
         Mix.raise(
           "Could not start the signalling server on #{ip_text}:#{port}: #{inspect(reason)}"
         )
+    end
+  end
+
+  defp start_echo(ip, ip_text, port, name) do
+    Mix.Task.run("app.start")
+    loopback? = ip in [{127, 0, 0, 1}, {0, 0, 0, 0, 0, 0, 0, 1}]
+    {:ok, specter} = Specter.init(if loopback?, do: [loopback_only: true], else: [])
+    client_ip = if ip == {0, 0, 0, 0}, do: {127, 0, 0, 1}, else: ip
+
+    case Specter.EchoPeer.start_link(specter: specter, ip: client_ip, port: port, name: name) do
+      {:ok, _echo} ->
+        Mix.shell().info("Echo peer #{inspect(name)} signed in to #{ip_text}:#{port}")
+
+      {:error, reason} ->
+        Mix.raise("Could not start the echo peer: #{inspect(reason)}")
     end
   end
 

@@ -7,6 +7,9 @@
 //   stdin:  {"id": n, "cmd": "open_page"}                        fresh page, media permission
 //           {"id": n, "cmd": "call", "fn": name, "args": [...]}  window.specterTest[name](...args)
 //           {"id": n, "cmd": "close_page"}
+//           {"id": n, "cmd": "open_url", "url": "http://127.0.0.1:port/..."}
+//           {"id": n, "cmd": "eval", "body": "return await demo.peers()"}
+//           {"id": n, "cmd": "screenshot", "path": "/abs/file.png"}
 //           {"id": n, "cmd": "quit"}
 //   stdout: {"id": n, "ok": result} or {"id": n, "error": message}
 //           {"event": {...}}  from the page (window.specterEmit) and page errors
@@ -146,12 +149,41 @@ async function openPage() {
   return { url: page.url(), userAgent, mediaKinds };
 }
 
+// A fresh page at any 127.0.0.1 URL (e.g. the signalling server's demo page), with camera
+// and microphone permission granted to its origin.
+async function openUrl(url) {
+  if (!/^http:\/\/127\.0\.0\.1:\d+\//.test(url)) throw new Error(`not a 127.0.0.1 URL: ${url}`);
+  await closePage();
+  await context.grantPermissions(["camera", "microphone"], { origin: new URL(url).origin });
+  page = await context.newPage();
+  page.on("pageerror", (err) => emit({ type: "page_error", message: String(err && err.stack || err) }));
+  page.on("console", (msg) => {
+    if (msg.type() === "error" || msg.type() === "warning")
+      emit({ type: "console", level: msg.type(), text: msg.text() });
+  });
+  page.on("crash", () => emit({ type: "page_crash" }));
+  await page.goto(url, { waitUntil: "load", timeout: 10_000 });
+  return { url: page.url() };
+}
+
+// Evaluates an async function body in the page: `return await demo.peers()`.
+async function evalBody(body) {
+  if (!page) throw new Error("no page open");
+  return page.evaluate(`(async () => { ${body} })()`);
+}
+
+async function screenshot(path) {
+  if (!page) throw new Error("no page open");
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
 async function closePage() {
   if (!page) return true;
   const p = page;
   page = null;
   try {
-    await p.evaluate(() => window.specterTest.closeAll());
+    await p.evaluate(() => window.specterTest && window.specterTest.closeAll());
   } catch (_) {
     // The page may be gone already.
   }
@@ -191,6 +223,15 @@ async function handle(line) {
         break;
       case "close_page":
         result = await closePage();
+        break;
+      case "open_url":
+        result = await openUrl(msg.url);
+        break;
+      case "eval":
+        result = await evalBody(msg.body);
+        break;
+      case "screenshot":
+        result = await screenshot(msg.path);
         break;
       case "quit":
         write({ id, ok: true });

@@ -166,6 +166,11 @@ defmodule Specter.Signalling.Server.Connection do
 
   ## Routing
 
+  @pages %{
+    "/" => {"index.html", "text/html; charset=utf-8"},
+    "/demo.js" => {"demo.js", "text/javascript; charset=utf-8"}
+  }
+
   defp handle(%{method: "OPTIONS"}, sock, _channel),
     do: send_and_close(sock, "200 OK", nil, [], "", false)
 
@@ -215,6 +220,16 @@ defmodule Specter.Signalling.Server.Connection do
       end
     else
       _ -> gone(sock)
+    end
+  end
+
+  # The browser demo (priv/static/demo): sign in, peer list, call, chat.
+  defp handle(%{method: "GET", path: path}, sock, _channel) when is_map_key(@pages, path) do
+    {file, type} = Map.fetch!(@pages, path)
+
+    case File.read(Path.join([:code.priv_dir(:specter), "static", "demo", file])) do
+      {:ok, body} -> send_and_close(sock, "200 OK", type, [], body, false)
+      {:error, _} -> send_and_close(sock, "404 Not Found", "text/plain", [], "Not found", false)
     end
   end
 
