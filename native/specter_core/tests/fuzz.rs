@@ -222,6 +222,14 @@ fn fuzz_session_descriptions() {
                 "iteration {i}: {mid}"
             );
         }
+        if let Ok(desc) = &parsed {
+            // Nothing accepted carries media without DTLS.
+            assert_eq!(
+                signalling::insecure_media_section(&desc.sdp),
+                None,
+                "iteration {i}"
+            );
+        }
         if let Ok(desc) = parsed {
             // Round trip: the JSON Specter sends parses back to the same description.
             for text in [
