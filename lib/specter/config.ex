@@ -18,6 +18,7 @@ defmodule Specter.Config do
   | `:ice_disconnected_timeout` | `nil` (5 s) | ms without traffic before ICE reports `:disconnected` |
   | `:ice_failed_timeout` | `nil` (25 s) | ms after `:disconnected` before ICE reports `:failed` |
   | `:ice_keepalive_interval` | `nil` (2 s) | ms between ICE keepalives |
+  | `:dtls_handshake_timeout` | `10_000` | ms the DTLS handshake may take once ICE is connected; past it the connection reports `:failed` and is shut down (webrtc-rs 0.21.1 leaves a connection whose handshake failed, e.g. on a certificate that does not match the remote description's fingerprint, `:connecting` for ever) |
   | `:ice_prflx_acceptance_wait` | `0` | ms ICE waits before nominating a peer-reflexive pair (webrtc-rs waits 1 s by default, which stalls setup whenever a check beats the trickled candidate) |
   | `:ice_check_interval` | `50` | ms between connectivity checks while ICE is checking (RFC 8445's Ta; webrtc-rs uses 200) |
   | `:ice_max_binding_requests` | `28` | checks per candidate pair before it fails (28 x 50 ms keeps webrtc-rs's 1.4 s window) |
@@ -52,6 +53,7 @@ defmodule Specter.Config do
           driver_wakeup: boolean(),
           ice_disconnected_timeout: pos_integer() | nil,
           ice_failed_timeout: pos_integer() | nil,
+          dtls_handshake_timeout: pos_integer(),
           ice_keepalive_interval: pos_integer() | nil,
           ice_prflx_acceptance_wait: non_neg_integer() | nil,
           ice_check_interval: pos_integer() | nil,
@@ -71,6 +73,7 @@ defmodule Specter.Config do
             driver_wakeup: true,
             ice_disconnected_timeout: nil,
             ice_failed_timeout: nil,
+            dtls_handshake_timeout: 10_000,
             ice_keepalive_interval: nil,
             ice_prflx_acceptance_wait: 0,
             ice_check_interval: 50,
@@ -90,6 +93,7 @@ defmodule Specter.Config do
     :driver_wakeup,
     :ice_disconnected_timeout,
     :ice_failed_timeout,
+    :dtls_handshake_timeout,
     :ice_keepalive_interval,
     :ice_prflx_acceptance_wait,
     :ice_check_interval,
@@ -232,6 +236,10 @@ defmodule Specter.Config do
        when key in [:ice_disconnected_timeout, :ice_failed_timeout, :ice_keepalive_interval] and
               (is_nil(value) or (is_integer(value) and value > 0 and value < 86_400_000)),
        do: {:ok, Map.put(acc, key, value)}
+
+  defp put(acc, :dtls_handshake_timeout, value)
+       when is_integer(value) and value > 0 and value < 86_400_000,
+       do: {:ok, %{acc | dtls_handshake_timeout: value}}
 
   defp put(acc, :data_channel_active, value)
        when is_boolean(value) or value == :once or

@@ -260,11 +260,15 @@ defmodule Specter.DataChannel do
   Receives one message from a passive channel, like `:gen_tcp.recv/3`: asks for one message
   (`set_active(specter, dc, :once)`) and waits up to `timeout` ms for it. Call it from the
   owner. On timeout the channel is passive again, but a message already on its way may still
-  arrive in the mailbox.
+  arrive in the mailbox. A timeout that is neither `:infinity` nor 0..4_294_967_295 ms is
+  `{:error, {:invalid_argument, :timeout}}`.
   """
   @spec recv(Specter.t(), t(), timeout()) ::
           {:ok, {:text | :binary, binary()}} | {:error, :timeout | :closed | Specter.error()}
-  def recv(specter, dc, timeout \\ 5_000) do
+  def recv(specter, dc, timeout \\ 5_000)
+
+  def recv(specter, dc, timeout)
+      when timeout == :infinity or (is_integer(timeout) and timeout in 0..4_294_967_295) do
     with :ok <- set_active(specter, dc, :once) do
       receive do
         {:data_channel_message, ^dc, message} ->
@@ -279,6 +283,8 @@ defmodule Specter.DataChannel do
       end
     end
   end
+
+  def recv(_specter, _dc, _timeout), do: {:error, {:invalid_argument, :timeout}}
 
   @doc """
   Bytes accepted by `send/3` and not yet acknowledged by the peer (W3C `bufferedAmount`).

@@ -41,10 +41,25 @@ defmodule Specter.MediaFile do
   @spec play(Specter.t(), Specter.TrackLocalStaticSample.t(), Path.t(), keyword()) ::
           {:ok, player_t()} | {:error, Specter.error()}
   def play(specter, track, path, opts \\ []) do
-    with {:ok, fps, repeat} <- play_opts(opts) do
-      Native.mf_play(Specter.native(specter), track, to_string(path), fps, repeat)
+    with {:ok, fps, repeat} <- play_opts(opts),
+         {:ok, path} <- path(path) do
+      Native.mf_play(Specter.native(specter), track, path, fps, repeat)
     end
   end
+
+  # A path is a string or a charlist (Path.t()); anything else is refused, not raised on.
+  defp path(path) when is_binary(path), do: {:ok, path}
+
+  defp path(path) when is_list(path) do
+    case :unicode.characters_to_binary(path) do
+      bin when is_binary(bin) -> {:ok, bin}
+      _ -> {:error, {:invalid_argument, :path}}
+    end
+  rescue
+    ArgumentError -> {:error, {:invalid_argument, :path}}
+  end
+
+  defp path(_), do: {:error, {:invalid_argument, :path}}
 
   defp play_opts(opts) when is_list(opts) do
     Enum.reduce_while(opts, {:ok, 30, false}, fn
@@ -90,8 +105,9 @@ defmodule Specter.MediaFile do
           {:ok, recorder_t()} | {:error, Specter.error()}
   def record(specter, track, path, opts \\ [])
 
-  def record(specter, track, path, []),
-    do: Native.mf_record(Specter.native(specter), track, to_string(path))
+  def record(specter, track, path, []) do
+    with {:ok, path} <- path(path), do: Native.mf_record(Specter.native(specter), track, path)
+  end
 
   def record(_specter, _track, _path, [{key, _} | _]) when is_atom(key),
     do: {:error, {:invalid_option, key}}

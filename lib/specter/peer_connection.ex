@@ -849,6 +849,12 @@ defmodule Specter.PeerConnection do
   defp check_kind(_), do: {:error, {:invalid_argument, :kind}}
 
   defp direction_opt(opts) when is_list(opts) do
+    if Keyword.keyword?(opts), do: direction_kw(opts), else: {:error, {:invalid_argument, :opts}}
+  end
+
+  defp direction_opt(_), do: {:error, {:invalid_argument, :opts}}
+
+  defp direction_kw(opts) do
     case Keyword.pop(opts, :direction, :sendrecv) do
       {direction, []} when direction in [:sendrecv, :sendonly, :recvonly, :inactive] ->
         {:ok, direction}
@@ -859,11 +865,7 @@ defmodule Specter.PeerConnection do
       {_, [{key, _} | _]} when is_atom(key) ->
         {:error, {:invalid_option, key}}
     end
-  rescue
-    ArgumentError -> {:error, {:invalid_argument, :opts}}
   end
-
-  defp direction_opt(_), do: {:error, {:invalid_argument, :opts}}
 
   @doc """
   Sends `{:transceivers, pc, [t:transceiver_info_t/0]}` to the caller: every transceiver of
@@ -1018,12 +1020,23 @@ defmodule Specter.PeerConnection do
   Messages it does not consume stay in the mailbox.
   """
   @spec await_connected(Specter.t(), [t()], timeout()) :: :ok | {:error, term()}
+  # (A timeout other than :infinity or 0..4_294_967_295 ms, the longest `receive` can wait,
+  # is {:error, {:invalid_argument, :timeout}}.)
   def await_connected(specter, pcs, timeout \\ 5_000)
 
   def await_connected(specter, pcs, timeout)
-      when is_list(pcs) and is_integer(timeout) and timeout >= 0 do
-    deadline = System.monotonic_time(:millisecond) + timeout
-    do_await(specter, pcs, MapSet.new(pcs), deadline)
+      when is_list(pcs) and
+             (timeout == :infinity or (is_integer(timeout) and timeout in 0..4_294_967_295)) do
+    if proper_list?(pcs) do
+      deadline =
+        if timeout == :infinity,
+          do: :infinity,
+          else: System.monotonic_time(:millisecond) + timeout
+
+      do_await(specter, pcs, MapSet.new(pcs), deadline)
+    else
+      {:error, {:invalid_argument, :peer_connections}}
+    end
   end
 
   def await_connected(_specter, pcs, _timeout) when not is_list(pcs),
@@ -1038,7 +1051,10 @@ defmodule Specter.PeerConnection do
   end
 
   defp await_next(specter, all, pending, deadline) do
-    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+    remaining =
+      if deadline == :infinity,
+        do: :infinity,
+        else: max(deadline - System.monotonic_time(:millisecond), 0)
 
     receive do
       {:ice_candidate, pc, candidate} when is_binary(candidate) ->
@@ -1058,7 +1074,19 @@ defmodule Specter.PeerConnection do
     end
   end
 
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
+
   defp bool_options(options, allowed) when is_list(options) do
+    if proper_list?(options),
+      do: bool_options_list(options, allowed),
+      else: {:error, {:invalid_argument, :options}}
+  end
+
+  defp bool_options(_options, _allowed), do: {:error, {:invalid_argument, :options}}
+
+  defp bool_options_list(options, allowed) do
     Enum.reduce_while(options, {:ok, %{}}, fn
       {key, value}, {:ok, acc} when is_atom(key) and is_boolean(value) ->
         if key in allowed,
@@ -1072,6 +1100,4 @@ defmodule Specter.PeerConnection do
         {:halt, {:error, {:invalid_argument, :options}}}
     end)
   end
-
-  defp bool_options(_options, _allowed), do: {:error, {:invalid_argument, :options}}
 end

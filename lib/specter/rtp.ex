@@ -9,6 +9,8 @@ defmodule Specter.RTP do
       true
   """
 
+  import Bitwise, only: [<<<: 2]
+
   @typedoc """
   A packet. `extensions` are `{id, data}` pairs of a one-byte (RFC 8285, profile `0xBEDE`)
   or two-byte (`0x1000`) header extension block; `extension_profile` is that block's
@@ -113,7 +115,10 @@ defmodule Specter.RTP do
     elements(profile, rest, [{id, data} | acc])
   end
 
-  # Any other profile: the block as one opaque element.
+  # Any other profile: the block as one opaque element (none when the block is empty).
+  defp elements(profile, <<>>, []) when profile != 0xBEDE and profile not in 0x1000..0x100F,
+    do: {:ok, []}
+
   defp elements(profile, block, []) when profile != 0xBEDE and profile not in 0x1000..0x100F,
     do: {:ok, [{0, block}]}
 
@@ -133,13 +138,75 @@ defmodule Specter.RTP do
 
   @doc """
   Encodes a packet (one-byte header extensions when `extension_profile` is `0xBEDE`,
-  two-byte ones for `0x1000`).
+  two-byte ones for `0x1000..0x100F`, any other profile one `{0, data}` element whose data
+  is a multiple of 4 bytes). A packet that cannot be encoded as it says, because a field
+  is out of range or of the wrong type (more than 15 CSRCs, a one-byte extension id outside
+  1..14 or data outside 1..16 bytes, a padding count over 255, ...), or anything that is
+  not a `%Specter.RTP{}`, is `{:error, :invalid_packet}`: whatever `encode/1` returns as a
+  binary, `decode/1` turns back into the same struct.
 
       iex> Specter.RTP.encode(%Specter.RTP{payload_type: 111, sequence_number: 1, timestamp: 960, ssrc: 7, payload: <<1, 2>>})
       <<0x80, 111, 0, 1, 0, 0, 3, 192, 0, 0, 0, 7, 1, 2>>
+      iex> Specter.RTP.encode(%Specter.RTP{payload_type: 200})
+      {:error, :invalid_packet}
   """
-  @spec encode(t()) :: binary()
-  def encode(%__MODULE__{} = p) do
+  @spec encode(t()) :: binary() | {:error, :invalid_packet}
+  def encode(packet) do
+    if valid?(packet), do: encode_valid(packet), else: {:error, :invalid_packet}
+  end
+
+  defguardp u(v, bits) when is_integer(v) and v >= 0 and v < 1 <<< bits
+
+  defp valid?(%__MODULE__{} = p) do
+    is_boolean(p.marker) and u(p.payload_type, 7) and u(p.sequence_number, 16) and
+      u(p.timestamp, 32) and u(p.ssrc, 32) and valid_csrc?(p.csrc) and is_binary(p.payload) and
+      u(p.padding, 8) and valid_extensions?(p.extension_profile, p.extensions)
+  end
+
+  defp valid?(_), do: false
+
+  defp valid_csrc?(csrc) do
+    is_list(csrc) and proper_list?(csrc) and length(csrc) <= 15 and
+      Enum.all?(csrc, &u(&1, 32))
+  end
+
+  defp valid_extensions?(nil, extensions), do: extensions == []
+
+  defp valid_extensions?(profile, extensions) when u(profile, 16) and is_list(extensions) do
+    proper_list?(extensions) and
+      Enum.all?(extensions, fn
+        {id, data} when is_binary(data) -> valid_element?(profile, id, data)
+        _ -> false
+      end) and
+      (profile == 0xBEDE or profile in 0x1000..0x100F or length(extensions) <= 1) and
+      block_size(profile, extensions) <= 0xFFFF * 4
+  end
+
+  defp valid_extensions?(_, _), do: false
+
+  defp valid_element?(0xBEDE, id, data),
+    do: is_integer(id) and id in 1..14 and byte_size(data) in 1..16
+
+  defp valid_element?(profile, id, data) when profile in 0x1000..0x100F,
+    do: is_integer(id) and id in 1..255 and byte_size(data) <= 255
+
+  # Any other profile: one opaque element, id 0, whole 32-bit words (decode/1 cannot tell
+  # padding from data there).
+  defp valid_element?(_, id, data), do: id == 0 and rem(byte_size(data), 4) == 0
+
+  defp block_size(profile, extensions) do
+    per = if profile == 0xBEDE, do: 1, else: 2
+
+    Enum.reduce(extensions, 0, fn {_, data}, acc ->
+      acc + byte_size(data) + if(profile == 0xBEDE or profile in 0x1000..0x100F, do: per, else: 0)
+    end)
+  end
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
+
+  defp encode_valid(p) do
     extension = if p.extension_profile == nil, do: 0, else: 1
     padding = if p.padding > 0, do: 1, else: 0
 

@@ -28,6 +28,18 @@ defmodule Specter.RtpCodecCapability do
       when is_binary(c.mime_type) and is_integer(c.clock_rate) and c.clock_rate >= 0 and
              c.clock_rate <= 0xFFFFFFFF and is_integer(c.channels) and c.channels >= 0 and
              c.channels <= 0xFFFF and is_binary(c.sdp_fmtp_line) and is_list(c.rtcp_feedback) do
+    if proper_list?(c.rtcp_feedback),
+      do: feedback_to_native(c),
+      else: {:error, {:invalid_argument, :codec}}
+  end
+
+  def to_native(_), do: {:error, {:invalid_argument, :codec}}
+
+  defp proper_list?([]), do: true
+  defp proper_list?([_ | tail]), do: proper_list?(tail)
+  defp proper_list?(_), do: false
+
+  defp feedback_to_native(c) do
     feedback =
       Enum.map(c.rtcp_feedback, fn
         %{type: type, parameter: parameter} when is_binary(type) and is_binary(parameter) ->
@@ -46,6 +58,4 @@ defmodule Specter.RtpCodecCapability do
       {:ok, {c.mime_type, c.clock_rate, c.channels, c.sdp_fmtp_line, feedback}}
     end
   end
-
-  def to_native(_), do: {:error, {:invalid_argument, :codec}}
 end

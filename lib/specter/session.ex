@@ -167,21 +167,38 @@ defmodule Specter.Session do
   ## API
 
   @doc """
-  Starts a session linked to the caller (see `t:option/0`). Fails with
-  `{:error, reason}` when an option is invalid or the peer id is taken on the signaller.
+  Starts a session linked to the caller (see `t:option/0`). Options are checked before the
+  process starts: `{:error, {:missing_option, key}}`, `{:error, {:invalid_option, key}}`
+  (a value of the wrong type or shape, a signaller module without `register/3`, an unknown
+  key), `{:error, {:invalid_argument, :options}}` (not a keyword list) or
+  `{:error, :nothing_to_negotiate}` (no data channel and no media). Once it has started, a
+  session whose peer id is taken on the signaller stops with the signaller's reason
+  (`:already_registered`, `:signaller_down`), and one whose codec the instance refuses
+  with `{:invalid_option, {:audio_codec | :video_codec, reason}}`: `start_link/1` returns
+  `{:error, reason}` and, as for any `GenServer`, the caller receives the exit signal
+  unless it traps exits.
 
       iex> Specter.Session.start_link(peer_id: "x")
       {:error, {:missing_option, :specter}}
+      iex> Specter.Session.start_link(:not_a_list)
+      {:error, {:invalid_argument, :options}}
   """
   @spec start_link([option()]) :: GenServer.on_start()
-  def start_link(opts) when is_list(opts) do
-    {name, opts} = Keyword.pop(opts, :name)
-
-    with {:ok, config} <- validate(opts) do
+  def start_link(opts) do
+    with true <- Keyword.keyword?(opts) || {:error, {:invalid_argument, :options}},
+         {name, opts} = Keyword.pop(opts, :name),
+         true <- valid_name?(name) || {:error, {:invalid_option, :name}},
+         {:ok, config} <- validate(opts) do
       gen_opts = if name, do: [name: name], else: []
       GenServer.start_link(__MODULE__, config, gen_opts)
     end
   end
+
+  defp valid_name?(nil), do: true
+  defp valid_name?(name) when is_atom(name), do: true
+  defp valid_name?({:global, _}), do: true
+  defp valid_name?({:via, mod, _}) when is_atom(mod), do: true
+  defp valid_name?(_), do: false
 
   @doc """
   A child spec: `{Specter.Session, opts}` in a supervisor (`id` is the peer id).
@@ -366,8 +383,9 @@ defmodule Specter.Session do
 
   defp validate(opts) do
     with {:ok, specter} <- required(opts, :specter),
-         {:ok, {mod, _} = signaller} <- required(opts, :signaller),
-         true <- is_atom(mod) || {:error, {:invalid_option, :signaller}},
+         true <- is_struct(specter, Specter) || {:error, {:invalid_option, :specter}},
+         {:ok, signaller} <- required(opts, :signaller),
+         true <- signaller?(signaller) || {:error, {:invalid_option, :signaller}},
          {:ok, peer_id} <- required(opts, :peer_id),
          true <- is_binary(peer_id) || {:error, {:invalid_option, :peer_id}},
          {:ok, audio} <- direction(opts, :audio),
@@ -378,6 +396,10 @@ defmodule Specter.Session do
          {:ok, disconnect_timeout} <- timeout(opts, :disconnect_timeout, 5_000),
          {:ok, subscriber} <- subscriber(opts),
          {:ok, track_type} <- track_type(opts),
+         {:ok, audio_codec} <- codec(opts, :audio_codec, @opus),
+         {:ok, video_codec} <- codec(opts, :video_codec, @vp8),
+         {:ok, ice_servers} <- ice_servers(opts),
+         {:ok, api} <- api(opts),
          :ok <- known_keys(opts),
          :ok <- something_to_negotiate(data_channel, audio, video) do
       {:ok,
@@ -390,11 +412,11 @@ defmodule Specter.Session do
          label: label,
          audio: audio,
          video: video,
-         audio_codec: Keyword.get(opts, :audio_codec, @opus),
-         video_codec: Keyword.get(opts, :video_codec, @vp8),
+         audio_codec: audio_codec,
+         video_codec: video_codec,
          track_type: track_type,
-         ice_servers: Keyword.get(opts, :ice_servers),
-         api: Keyword.get(opts, :api),
+         ice_servers: ice_servers,
+         api: api,
          negotiation_timeout: negotiation_timeout,
          disconnect_timeout: disconnect_timeout
        }}
@@ -476,6 +498,40 @@ defmodule Specter.Session do
     end
   end
 
+  defp signaller?({mod, _config}) when is_atom(mod),
+    do: Code.ensure_loaded?(mod) and function_exported?(mod, :register, 3)
+
+  defp signaller?(_), do: false
+
+  defp codec(opts, key, default) do
+    codec = Keyword.get(opts, key, default)
+
+    case RtpCodecCapability.to_native(codec) do
+      {:ok, _} -> {:ok, codec}
+      {:error, _} -> {:error, {:invalid_option, key}}
+    end
+  end
+
+  defp ice_servers(opts) do
+    case Keyword.get(opts, :ice_servers) do
+      nil ->
+        {:ok, nil}
+
+      servers ->
+        case Specter.Config.normalize_ice_servers(servers) do
+          {:ok, _} -> {:ok, servers}
+          :error -> {:error, {:invalid_option, :ice_servers}}
+        end
+    end
+  end
+
+  defp api(opts) do
+    case Keyword.get(opts, :api) do
+      api when is_nil(api) or is_binary(api) -> {:ok, api}
+      _ -> {:error, {:invalid_option, :api}}
+    end
+  end
+
   defp something_to_negotiate(false, nil, nil), do: {:error, :nothing_to_negotiate}
   defp something_to_negotiate(_, _, _), do: :ok
 
@@ -488,9 +544,8 @@ defmodule Specter.Session do
     {mod, sig_config} = config.signaller
 
     with {:ok, sig_pid} <- register(mod, sig_config, config.peer_id),
-         {:ok, tracks} <- local_tracks(config) do
-      api = config.api || PeerConnection.default_api!(config.specter)
-
+         {:ok, tracks} <- local_tracks(config),
+         {:ok, api} <- session_api(config) do
       s = %{
         config: Map.put(config, :api, api),
         sig_ref: Process.monitor(sig_pid),
@@ -516,6 +571,15 @@ defmodule Specter.Session do
       {:ok, s}
     else
       {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  defp session_api(%{api: api}) when is_binary(api), do: {:ok, api}
+
+  defp session_api(%{specter: specter}) do
+    with {:ok, media_engine} <- Specter.new_media_engine(specter),
+         {:ok, registry} <- Specter.new_registry(specter, media_engine) do
+      Specter.new_api(specter, media_engine, registry)
     end
   end
 
@@ -780,7 +844,7 @@ defmodule Specter.Session do
 
     for {_kind, track} <- s.tracks,
         track,
-        do: _ = TrackLocalStaticSample.close(s.config.specter, track)
+        do: _ = s.config.track_type.close(s.config.specter, track)
 
     :ok
   end

@@ -216,8 +216,15 @@ impl<W: Write + Seek> IvfRecorder<W> {
         self.size
     }
 
-    /// `(frame data, starts a frame, is a keyframe)` of one packet's payload.
+    /// `(frame data, starts a frame, is a keyframe)` of one packet's payload. webrtc-rs's
+    /// depacketizers index the payload unchecked in places (its AV1 depacketizer slices past
+    /// the end of a one-byte OBU element whose header announces an extension), so a panic in
+    /// one is a malformed packet like any other.
     fn depacketize(&mut self, pkt: &rtp::Packet) -> Result<(Vec<u8>, bool, bool)> {
+        guard_parser(|| self.depacketize_unguarded(pkt))
+    }
+
+    fn depacketize_unguarded(&mut self, pkt: &rtp::Packet) -> Result<(Vec<u8>, bool, bool)> {
         match self.codec {
             IvfCodec::Vp8 => {
                 let mut d = Vp8Packet::default();
@@ -345,6 +352,14 @@ impl<W: Write + Seek> Writer for IvfRecorder<W> {
     }
 }
 
+/// Runs a third-party parser on untrusted bytes: a panic inside it (an out-of-range slice
+/// in webrtc-rs's depacketizers, for instance) becomes `Err(ErrShortPacket)` instead of
+/// unwinding through the caller's task and the locks it holds. The caller must drop any
+/// state the parser may have left half-updated (the recorder resets its depacketizer).
+pub fn guard_parser<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(Err(Error::ErrShortPacket))
+}
+
 /// The size in a VP8 keyframe's header (after the RTP payload descriptor).
 fn vp8_frame_size(frame: &[u8]) -> Option<(u16, u16)> {
     if frame.len() < 10 || frame[0] & 0x01 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
@@ -400,6 +415,31 @@ fn ogg_page_len(bytes: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    /// Payloads that panic webrtc-rs 0.21.1's depacketizers cost the packet, nothing more.
+    #[test]
+    fn depacketizer_panics_are_contained() {
+        use rtc::media::io::h26x_writer::H26xWriter;
+        let pkt = |payload: &[u8]| rtp::Packet {
+            header: rtp::header::Header {
+                marker: true,
+                ..Default::default()
+            },
+            payload: payload.to_vec().into(),
+        };
+        // AV1: one OBU element of one byte whose header says "extension + size field": the
+        // depacketizer slices obu[2..] of a 1-byte buffer.
+        let mut rec = IvfRecorder::new(Cursor::new(Vec::new()), IvfCodec::Av1).unwrap();
+        assert!(rec.write_rtp(&pkt(&[0x00, 0x01, 0x06])).is_ok());
+        assert!(rec.wants_keyframe());
+        // H.264: once a keyframe (an SPS) has been seen, a STAP-A with a single byte after
+        // its header reads packet[2].
+        let mut h264 = H26xWriter::new(Cursor::new(Vec::new()), false);
+        let sps = pkt(&[0x67, 0x42, 0x00, 0x1f]);
+        assert!(guard_parser(|| h264.write_rtp(&sps)).is_ok());
+        assert!(guard_parser(|| h264.write_rtp(&pkt(&[0x78, 0x00]))).is_err());
+        assert!(guard_parser(|| h264.write_rtp(&sps)).is_ok());
+    }
 
     #[test]
     fn seq_window_passes_each_number_once() {

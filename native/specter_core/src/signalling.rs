@@ -17,8 +17,40 @@ pub enum SignallingError {
     InvalidCandidate(String),
 }
 
+/// The transport protocols a media section may use: DTLS-SRTP for RTP, DTLS for SCTP.
+/// webrtc-rs 0.21.1 applies an offer whose sections say `RTP/AVP` (plain RTP) or `RTP/SAVP`
+/// (SDES keys in the SDP) as if they said `UDP/TLS/RTP/SAVPF`; Specter refuses them instead
+/// of answering something the remote did not offer.
+pub const SECURE_PROTOCOLS: &[&str] = &[
+    "UDP/TLS/RTP/SAVPF",
+    "UDP/TLS/RTP/SAVP",
+    "TCP/TLS/RTP/SAVPF",
+    "TCP/DTLS/RTP/SAVPF",
+    "UDP/DTLS/SCTP",
+    "TCP/DTLS/SCTP",
+    "DTLS/SCTP",
+];
+
+/// The first media section (`m=` line) of `sdp` whose transport is not DTLS-protected, as
+/// `(kind, protocol)`. A rejected section (port 0) carries nothing and is not checked.
+pub fn insecure_media_section(sdp: &str) -> Option<(String, String)> {
+    sdp.lines().find_map(|line| {
+        let m = line.trim_end().strip_prefix("m=")?;
+        let mut fields = m.split_whitespace();
+        let kind = fields.next().unwrap_or_default();
+        let port = fields.next().unwrap_or_default();
+        let proto = fields.next().unwrap_or_default();
+        let rejected = port.split('/').next() == Some("0");
+        let secure = SECURE_PROTOCOLS
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(proto));
+        (!secure && !rejected).then(|| (kind.to_owned(), proto.to_owned()))
+    })
+}
+
 /// Parses `{"type": "offer" | "answer" | "pranswer" | "rollback", "sdp": "..."}`, checking
-/// the SDP parses.
+/// the SDP parses and that every media section is DTLS-protected (see
+/// [`insecure_media_section`]).
 pub fn parse_description(value: &Value) -> Result<RTCSessionDescription, SignallingError> {
     let obj = value
         .as_object()
@@ -28,6 +60,12 @@ pub fn parse_description(value: &Value) -> Result<RTCSessionDescription, Signall
         .and_then(Value::as_str)
         .ok_or(SignallingError::InvalidSessionDescription)?;
     let sdp = obj.get("sdp").and_then(Value::as_str);
+    if let Some((kind, proto)) = sdp.and_then(insecure_media_section) {
+        return Err(SignallingError::InvalidSdp(format!(
+            "m={kind} uses {proto}: only DTLS-SRTP (UDP/TLS/RTP/SAVPF) and DTLS/SCTP are \
+             accepted"
+        )));
+    }
     let parsed = match (typ, sdp) {
         ("offer", Some(sdp)) => RTCSessionDescription::offer(sdp.to_owned()),
         ("answer", Some(sdp)) => RTCSessionDescription::answer(sdp.to_owned()),
@@ -252,6 +290,34 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    #[test]
+    fn media_without_dtls_is_refused() {
+        let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n";
+        let secure = format!("{SDP}{audio}");
+        assert!(parse_description(&json!({"type": "offer", "sdp": secure})).is_ok());
+        for proto in [
+            "RTP/AVP",
+            "RTP/AVPF",
+            "RTP/SAVP",
+            "RTP/SAVPF",
+            "UDP/SCTP",
+            "",
+        ] {
+            let sdp = secure.replace("UDP/TLS/RTP/SAVPF", proto);
+            assert!(
+                matches!(
+                    parse_description(&json!({"type": "answer", "sdp": sdp})),
+                    Err(SignallingError::InvalidSdp(d)) if d.contains("m=audio")
+                ),
+                "{proto:?}"
+            );
+        }
+        // A rejected section carries nothing, whatever it says.
+        let rejected = format!("{SDP}m=audio 0 RTP/AVP 0\r\n");
+        assert_eq!(insecure_media_section(&rejected), None);
+        assert!(parse_description(&json!({"type": "offer", "sdp": rejected})).is_ok());
     }
 
     #[test]

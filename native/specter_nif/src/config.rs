@@ -46,6 +46,8 @@ pub struct Config {
     pub driver_wakeup: bool,
     pub ice_disconnected_timeout: Option<u64>,
     pub ice_failed_timeout: Option<u64>,
+    /// ms the DTLS handshake may take once ICE is connected (see `PcEvents::watch_dtls`).
+    pub dtls_handshake_timeout: u64,
     pub ice_keepalive_interval: Option<u64>,
     pub ice_prflx_acceptance_wait: Option<u64>,
     pub ice_check_interval: Option<u64>,

@@ -82,6 +82,9 @@ fn convert(term: Term<'_>, depth: usize, budget: &mut usize) -> NifResult<Value>
                 .ok_or(Error::InvalidJson)
         }
         TermType::List => {
+            // rustler's list iterator panics on an improper list (`[1 | 2]`): only a list
+            // whose length the VM can count is walked.
+            term.list_length().map_err(|_| Error::InvalidJson)?;
             let items: Vec<Term<'_>> = term.decode().map_err(|_| Error::InvalidJson)?;
             items
                 .into_iter()

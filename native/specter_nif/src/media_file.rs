@@ -16,7 +16,7 @@ use rtc::rtp;
 use rustler::{Encoder, Env, LocalPid, Term};
 
 use specter_core::media::{parse, MediaError};
-use specter_core::recording::{repair_ogg_tail, IvfCodec, IvfRecorder};
+use specter_core::recording::{guard_parser, repair_ogg_tail, IvfCodec, IvfRecorder};
 
 use crate::atoms;
 use crate::error::{encode_result, Error, NifResult};
@@ -46,7 +46,9 @@ impl RecordWriter {
     fn write_rtp(&mut self, pkt: &rtp::Packet) -> rtc::shared::error::Result<()> {
         match self {
             RecordWriter::Ivf(w) => w.write_rtp(pkt),
-            RecordWriter::Ogg(w) | RecordWriter::Other(w) => w.write_rtp(pkt),
+            // webrtc-rs's depacketizers may panic on a malformed packet from the remote: that
+            // must cost the packet, not the track's reader task (and the recorder's lock).
+            RecordWriter::Ogg(w) | RecordWriter::Other(w) => guard_parser(|| w.write_rtp(pkt)),
         }
     }
 

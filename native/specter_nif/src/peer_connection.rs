@@ -91,6 +91,10 @@ pub struct PcEvents {
     pc: OnceLock<Weak<dyn PeerConnection>>,
     /// UUIDs of the connection's transceivers, senders and receivers.
     pub media: Mutex<crate::rtp_transceiver::PcMedia>,
+    /// A DTLS handshake watch is running (see `watch_dtls`).
+    dtls_watch: AtomicBool,
+    /// Specter failed the connection because its DTLS handshake did not complete: terminal.
+    dtls_failed: AtomicBool,
 }
 
 impl PcEvents {
@@ -132,6 +136,106 @@ impl PcEvents {
     /// The connection, while it exists.
     pub fn peer_connection(&self) -> Option<Arc<dyn PeerConnection>> {
         self.pc.get().and_then(Weak::upgrade)
+    }
+
+    /// webrtc-rs 0.21.1 only logs a DTLS handshake error (a certificate that does not match
+    /// the remote description's `a=fingerprint`, for one) and leaves the connection
+    /// `connecting` for ever. Once ICE is connected the handshake gets the instance's
+    /// `dtls_handshake_timeout`; a connection still not connected then is `failed`: the
+    /// owner gets `{:connection_state_change, pc, :failed}`, and the connection is shut down
+    /// so nothing more is exchanged with a peer that could not prove who it is.
+    fn watch_dtls(self: &Arc<Self>) {
+        let Some(inst) = self.instance.upgrade() else {
+            return;
+        };
+        if self.dtls_watch.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let timeout = std::time::Duration::from_millis(inst.config.dtls_handshake_timeout);
+        let handle = inst.handle.clone();
+        drop(inst);
+        // Weak, and polled: a connection that connects (in a few ms), closes or is dropped
+        // ends the watch at once instead of holding its events for the whole timeout.
+        let events = Arc::downgrade(self);
+        handle.spawn(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let now = tokio::time::Instant::now();
+                let step = std::time::Duration::from_millis(20);
+                tokio::time::sleep(step.min(deadline.saturating_duration_since(now))).await;
+                let Some(events) = events.upgrade() else {
+                    return;
+                };
+                let failed = {
+                    let mut s = lock(&events.states);
+                    let ice_up = matches!(s.ice_connection, "connected" | "completed");
+                    let stuck = matches!(s.connection, "new" | "connecting");
+                    if !(ice_up && stuck) {
+                        events.dtls_watch.store(false, Ordering::Release);
+                        return;
+                    }
+                    let expired = tokio::time::Instant::now() >= deadline;
+                    if expired {
+                        s.connection = "failed";
+                        events.dtls_failed.store(true, Ordering::Release);
+                        events.dtls_watch.store(false, Ordering::Release);
+                    }
+                    expired
+                };
+                if failed {
+                    events.emit_state(atoms::connection_state_change(), "failed");
+                    if let Some(pc) = events.peer_connection() {
+                        let _ = pc.close().await;
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// webrtc-rs 0.21.1 computes `connected` from "ICE connected and DTLS connected *or
+    /// closed*", so a remote that sends a DTLS close_notify before the handshake completes
+    /// (one whose certificate did not match, giving up) turns a connection that never
+    /// authenticated its peer `connected`. On every `connected`, the DTLS transport's own
+    /// state is checked; if the handshake did not complete, the connection is `failed` and
+    /// shut down, as in `watch_dtls`.
+    fn verify_dtls(self: &Arc<Self>) {
+        let Some(inst) = self.instance.upgrade() else {
+            return;
+        };
+        let events = Arc::downgrade(self);
+        inst.handle.spawn(async move {
+            let Some(events) = events.upgrade() else {
+                return;
+            };
+            let Some(pc) = events.peer_connection() else {
+                return;
+            };
+            let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+            let dtls = report.transport().map(|t| t.dtls_state);
+            if dtls == Some(rtc::peer_connection::transport::RTCDtlsTransportState::Connected) {
+                return;
+            }
+            events.fail_unauthenticated(pc).await;
+        });
+    }
+
+    /// Reports `failed` (once, unless the connection is already closed) and closes the
+    /// underlying connection.
+    async fn fail_unauthenticated(&self, pc: Arc<dyn PeerConnection>) {
+        let report = {
+            let mut s = lock(&self.states);
+            let report = !matches!(s.connection, "failed" | "closed");
+            if report {
+                s.connection = "failed";
+                self.dtls_failed.store(true, Ordering::Release);
+            }
+            report
+        };
+        if report {
+            self.emit_state(atoms::connection_state_change(), "failed");
+        }
+        let _ = pc.close().await;
     }
 
     fn mark_closed(&self) {
@@ -248,6 +352,12 @@ impl PeerConnectionEventHandler for Handler {
         lock(&self.events.states).ice_connection = name;
         self.events
             .emit_state(atoms::ice_connection_state_change(), name);
+        if matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        ) {
+            self.events.watch_dtls();
+        }
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
@@ -271,9 +381,21 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let name = connection_state_name(state);
-        lock(&self.events.states).connection = name;
+        {
+            let mut s = lock(&self.events.states);
+            // A connection Specter failed (no DTLS handshake) stays failed until closed.
+            if self.events.dtls_failed.load(Ordering::Acquire)
+                && state != RTCPeerConnectionState::Closed
+            {
+                return;
+            }
+            s.connection = name;
+        }
         self.events
             .emit_state(atoms::connection_state_change(), name);
+        if state == RTCPeerConnectionState::Connected {
+            self.events.verify_dtls();
+        }
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
@@ -538,6 +660,8 @@ fn pc_new<'a>(env: Env<'a>, specter: Term<'a>, api: Term<'a>) -> Term<'a> {
             wake: runtime.wake(),
             pc: OnceLock::new(),
             media: Mutex::new(Default::default()),
+            dtls_watch: AtomicBool::new(false),
+            dtls_failed: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));

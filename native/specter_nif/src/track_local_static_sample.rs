@@ -15,13 +15,21 @@ use crate::track_local::{Flavor, TrackEntry, Write};
 
 /// `%Specter.RtpCodecCapability{}` as Elixir passes it:
 /// `{mime_type, clock_rate, channels, sdp_fmtp_line, [{type, parameter}]}`.
-type CodecTuple<'a> = (String, Term<'a>, Term<'a>, String, Vec<(String, String)>);
+type CodecTuple<'a> = (String, Term<'a>, Term<'a>, String, Term<'a>);
 
 /// Decodes a codec capability; a bare kind (`"audio"`, `"video"`) names the kind's default
 /// codec (Opus, VP8).
 pub fn decode_codec(term: Term<'_>) -> NifResult<(RTCRtpCodec, RtpCodecKind)> {
     let (mime_type, clock_rate, channels, sdp_fmtp_line, feedback): CodecTuple<'_> =
         term.decode().map_err(|_| Error::InvalidArgument("codec"))?;
+    // Decoding a `Vec` walks the list with rustler's iterator, which panics on an improper
+    // list: count it first.
+    feedback
+        .list_length()
+        .map_err(|_| Error::InvalidArgument("codec"))?;
+    let feedback: Vec<(String, String)> = feedback
+        .decode()
+        .map_err(|_| Error::InvalidArgument("codec"))?;
     let clock_rate: u32 = int_arg(clock_rate).ok_or(Error::InvalidArgument("codec"))?;
     let channels: u16 = int_arg(channels).ok_or(Error::InvalidArgument("codec"))?;
     let lower = mime_type.to_ascii_lowercase();
