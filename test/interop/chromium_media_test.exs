@@ -746,62 +746,6 @@ defmodule Specter.Interop.ChromiumMediaTest do
     assert %{"address" => "127.0.0.1"} = Enum.find(candidates, &(&1["id"] == local_id))
   end
 
-  # Trickle ICE both ways until both sides report `connected`. Specter's candidates (all on
-  # 127.0.0.1) go to Chromium; of Chromium's, only those on 127.0.0.1 go to Specter.
-  defp relay_ice_until_connected!(specter, pc, browser) do
-    deadline = System.monotonic_time(:millisecond) + @wait
-    relay(specter, pc, browser, deadline, %{specter: false, browser: false, forwarded: 0})
-  end
-
-  defp relay(_specter, _pc, _browser, _deadline, %{specter: true, browser: true} = acc) do
-    assert acc.forwarded >= 1, "Chromium offered no 127.0.0.1 candidate"
-    acc
-  end
-
-  defp relay(specter, pc, browser, deadline, acc) do
-    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {:ice_candidate, ^pc, nil} ->
-        assert Browser.call!(browser, "addIceCandidate", ["pc", nil])
-        relay(specter, pc, browser, deadline, acc)
-
-      {:ice_candidate, ^pc, json} ->
-        candidate = decode!(json)
-        assert Browser.loopback_candidate?(candidate), "Specter left loopback: #{json}"
-        assert Browser.call!(browser, "addIceCandidate", ["pc", candidate])
-        relay(specter, pc, browser, deadline, acc)
-
-      {:browser, %{"type" => "ice_candidate", "pc" => "pc", "candidate" => candidate}} ->
-        if Browser.loopback_candidate?(candidate) do
-          :ok = PeerConnection.add_ice_candidate(specter, pc, candidate)
-          relay(specter, pc, browser, deadline, %{acc | forwarded: acc.forwarded + 1})
-        else
-          # Chromium's other addresses and its end-of-candidates are not forwarded.
-          relay(specter, pc, browser, deadline, acc)
-        end
-
-      {:add_ice_candidate_error, ^pc, reason} ->
-        flunk("Specter refused a 127.0.0.1 candidate from Chromium: #{inspect(reason)}")
-
-      {:connection_state_change, ^pc, :connected} ->
-        relay(specter, pc, browser, deadline, %{acc | specter: true})
-
-      {:connection_state_change, ^pc, state} when state in [:failed, :closed] ->
-        flunk("Specter's connection became #{state}")
-
-      {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => "connected"}} ->
-        relay(specter, pc, browser, deadline, %{acc | browser: true})
-
-      {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => state}}
-      when state in ["failed", "closed"] ->
-        flunk("Chromium's connection became #{state}")
-    after
-      remaining ->
-        flunk("""
-        not connected within #{@wait} ms: #{inspect(acc)}
-        Chromium: #{inspect(Browser.diagnostics(browser))}
-        """)
-    end
-  end
+  defp relay_ice_until_connected!(specter, pc, browser),
+    do: Browser.relay_ice_until_connected!(specter, pc, browser, @wait)
 end

@@ -16,6 +16,8 @@ defmodule Specter.Browser do
 
   use GenServer
 
+  import ExUnit.Assertions
+
   @js_dir Path.expand("../interop/js", __DIR__)
   @driver Path.join(@js_dir, "driver.js")
   @chromium "/usr/lib/chromium/chromium"
@@ -141,6 +143,98 @@ defmodule Specter.Browser do
 
   defp no_modules,
     do: "playwright-core is not installed in #{@js_dir} (npm ci --prefix test/interop/js)"
+
+  ## ICE between Specter and the page
+
+  @doc """
+  Trickles ICE both ways until both sides report `connected`. Specter's candidates (all on
+  127.0.0.1) go to Chromium, with its end-of-candidates; of Chromium's, only those on
+  127.0.0.1 go to Specter, and every one of them must be accepted (ExUnit assertions).
+  """
+  def relay_ice_until_connected!(specter, pc, browser, wait \\ 10_000) do
+    deadline = System.monotonic_time(:millisecond) + wait
+    acc = %{specter: false, browser: false, forwarded: 0, accepted: 0, dropped: []}
+    acc = relay(specter, pc, browser, deadline, acc)
+
+    # Every candidate given to Specter was accepted.
+    acc = await_accepted(pc, deadline, acc)
+    assert acc.forwarded >= 1, "Chromium offered no 127.0.0.1 candidate"
+    assert acc.accepted == acc.forwarded
+    acc
+  end
+
+  defp relay(_specter, _pc, _browser, _deadline, %{specter: true, browser: true} = acc), do: acc
+
+  defp relay(specter, pc, browser, deadline, acc) do
+    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {:ice_candidate, ^pc, nil} ->
+        assert call!(browser, "addIceCandidate", ["pc", nil])
+        relay(specter, pc, browser, deadline, acc)
+
+      {:ice_candidate, ^pc, json} ->
+        candidate = decode_json!(json)
+        assert loopback_candidate?(candidate), "Specter left loopback: #{json}"
+        assert call!(browser, "addIceCandidate", ["pc", candidate])
+        relay(specter, pc, browser, deadline, acc)
+
+      {:browser, %{"type" => "ice_candidate", "pc" => "pc", "candidate" => candidate}} ->
+        if loopback_candidate?(candidate) do
+          :ok = Specter.PeerConnection.add_ice_candidate(specter, pc, candidate)
+          relay(specter, pc, browser, deadline, %{acc | forwarded: acc.forwarded + 1})
+        else
+          # Chromium's other addresses and its end-of-candidates (null) are not forwarded.
+          relay(specter, pc, browser, deadline, %{acc | dropped: [candidate | acc.dropped]})
+        end
+
+      {:ok, ^pc, :add_ice_candidate} ->
+        relay(specter, pc, browser, deadline, %{acc | accepted: acc.accepted + 1})
+
+      {:add_ice_candidate_error, ^pc, reason} ->
+        flunk("Specter refused a 127.0.0.1 candidate from Chromium: #{inspect(reason)}")
+
+      {:connection_state_change, ^pc, :connected} ->
+        relay(specter, pc, browser, deadline, %{acc | specter: true})
+
+      {:connection_state_change, ^pc, state} when state in [:failed, :closed] ->
+        flunk("Specter's connection became #{state}")
+
+      {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => "connected"}} ->
+        relay(specter, pc, browser, deadline, %{acc | browser: true})
+
+      {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => state}}
+      when state in ["failed", "closed"] ->
+        flunk("Chromium's connection became #{state}")
+    after
+      remaining ->
+        flunk("""
+        not connected in time: #{inspect(Map.delete(acc, :dropped))}
+        Chromium: #{inspect(diagnostics(browser))}
+        """)
+    end
+  end
+
+  defp await_accepted(_pc, _deadline, %{accepted: n, forwarded: n} = acc), do: acc
+
+  defp await_accepted(pc, deadline, acc) do
+    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {:ok, ^pc, :add_ice_candidate} ->
+        await_accepted(pc, deadline, %{acc | accepted: acc.accepted + 1})
+
+      {:add_ice_candidate_error, ^pc, reason} ->
+        flunk("Specter refused a 127.0.0.1 candidate from Chromium: #{inspect(reason)}")
+    after
+      remaining -> flunk("Specter did not answer add_ice_candidate: #{inspect(acc)}")
+    end
+  end
+
+  defp decode_json!(json) do
+    {:ok, map} = Specter.JSON.decode(json)
+    map
+  end
 
   ## Server
 
