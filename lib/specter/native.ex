@@ -94,6 +94,8 @@ defmodule Specter.Native do
   def tr_request_keyframe(_specter, _track, _fir), do: nif()
   def tr_forward(_specter, _track, _local), do: nif()
   def tr_unforward(_specter, _track, _local), do: nif()
+  def tr_relay(_specter, _track, _pid), do: nif()
+  def tr_unrelay(_specter, _track, _pid), do: nif()
 
   # Specter.MediaFile
   def mf_play(_specter, _track, _path, _fps, _repeat), do: nif()

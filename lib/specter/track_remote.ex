@@ -156,4 +156,37 @@ defmodule Specter.TrackRemote do
           :ok | {:error, Specter.error()}
   def unforward(specter, track, local),
     do: Native.tr_unforward(Specter.native(specter), track, local)
+
+  @doc """
+  Sends every RTP packet of the track to `pid` as `{:rtp, track, packet}` (as the owner's
+  messages, but with no credit: every packet, for as long as the relay stands), and
+  `{:track_ended, track}` when the track ends. For processes that move packets on, such as
+  `Specter.Room`'s relay of a track to another node; `pid` must keep up, its mailbox is the
+  only buffer. A process that has exited is dropped at the next packet. Adding the same pid
+  twice relays once.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> Specter.TrackRemote.relay(specter, "b6cd5e7a-6a43-4d2f-8c46-ef1b32b6e9a3", self())
+      {:error, :not_found}
+      iex> Specter.TrackRemote.relay(specter, "b6cd5e7a-6a43-4d2f-8c46-ef1b32b6e9a3", :me)
+      {:error, {:invalid_argument, :pid}}
+  """
+  @spec relay(Specter.t(), t(), pid()) :: :ok | {:error, Specter.error()}
+  def relay(specter, track, pid) when is_pid(pid) and node(pid) == node(),
+    do: Native.tr_relay(Specter.native(specter), track, pid)
+
+  def relay(_specter, _track, _pid), do: {:error, {:invalid_argument, :pid}}
+
+  @doc """
+  Stops relaying the track's packets to `pid`.
+
+      iex> {:ok, specter} = Specter.init()
+      iex> Specter.TrackRemote.unrelay(specter, "b6cd5e7a-6a43-4d2f-8c46-ef1b32b6e9a3", self())
+      {:error, :not_found}
+  """
+  @spec unrelay(Specter.t(), t(), pid()) :: :ok | {:error, Specter.error()}
+  def unrelay(specter, track, pid) when is_pid(pid),
+    do: Native.tr_unrelay(Specter.native(specter), track, pid)
+
+  def unrelay(_specter, _track, _pid), do: {:error, {:invalid_argument, :pid}}
 end

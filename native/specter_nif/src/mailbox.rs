@@ -25,21 +25,34 @@ where
         }
         return;
     }
-    send_now(pid, build);
+    let _ = send_now(pid, build);
 }
 
-fn send_now<F>(pid: LocalPid, build: F)
+/// As `send/2`, from a runtime thread only; says whether `pid` was alive to receive it.
+/// On a scheduler thread the message goes out later and the answer is `true`.
+pub fn send_alive<F>(pid: LocalPid, build: F) -> bool
+where
+    F: for<'a> FnOnce(Env<'a>) -> Term<'a> + Send + 'static,
+{
+    if rustler::thread::is_scheduler_thread() {
+        send(pid, build);
+        return true;
+    }
+    send_now(pid, build)
+}
+
+fn send_now<F>(pid: LocalPid, build: F) -> bool
 where
     F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
 {
     ENV.with(|cell| match cell.try_borrow_mut() {
         Ok(mut slot) => {
             let env = slot.get_or_insert_with(OwnedEnv::new);
-            let _ = env.send_and_clear(&pid, build);
+            env.send_and_clear(&pid, build).is_ok()
         }
         Err(_) => {
             let mut env = OwnedEnv::new();
-            let _ = env.send_and_clear(&pid, build);
+            env.send_and_clear(&pid, build).is_ok()
         }
-    });
+    })
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use rustler::{Atom, Encoder, Env, Term};
+use rustler::{Atom, Encoder, Env, LocalPid, Term};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use specter_core::recording::SeqWindow;
@@ -81,6 +81,8 @@ pub struct RemoteTrackHandle {
     events: Weak<PcEvents>,
     credit: Credit,
     forwards: Mutex<Vec<Weak<TrackEntry>>>,
+    /// Processes that get every packet (`relay/3`): relays to other nodes, taps.
+    sinks: Mutex<Vec<LocalPid>>,
     pub recording: Mutex<Recording>,
     last_keyframe_request: Mutex<Option<Instant>>,
     announced: Instant,
@@ -178,6 +180,7 @@ pub fn announce(events: &Arc<PcEvents>, track: Arc<dyn TrackRemote>) {
             events: Arc::downgrade(&events),
             credit: Credit::new(Active::Passive),
             forwards: Mutex::new(Vec::new()),
+            sinks: Mutex::new(Vec::new()),
             recording: Mutex::new(Recording {
                 prebuffer: Some(std::collections::VecDeque::new()),
                 recorders: Vec::new(),
@@ -287,16 +290,22 @@ async fn reader(inst: Weak<Instance>, h: Arc<RemoteTrackHandle>) {
                     h.request_keyframe_throttled(RECORDER_KEYFRAME_INTERVAL)
                         .await;
                 }
-                if let Some(ran_out) = h.credit.take() {
+                let sinks = lock(&h.sinks).clone();
+                let to_owner = h.credit.take();
+                if to_owner.is_some() || !sinks.is_empty() {
                     if let Ok(bytes) = rtc::shared::marshal::Marshal::marshal(&pkt) {
-                        h.emit(move |env, track| {
-                            let bin = rustler::OwnedBinary::from_slice(&bytes);
-                            (atoms::rtp(), track, bin.release(env)).encode(env)
-                        });
+                        let bytes: Arc<[u8]> = Arc::from(bytes.as_ref());
+                        relay(&h, &sinks, &bytes);
+                        if to_owner.is_some() {
+                            h.emit(move |env, track| {
+                                let bin = rustler::OwnedBinary::from_slice(&bytes);
+                                (atoms::rtp(), track, bin.release(env)).encode(env)
+                            });
+                        }
                     }
-                    if ran_out {
-                        h.emit(|env, track| (atoms::track_passive(), track).encode(env));
-                    }
+                }
+                if to_owner == Some(true) {
+                    h.emit(|env, track| (atoms::track_passive(), track).encode(env));
                 }
             }
             TrackRemoteEvent::OnRtcpPacket(pkts) => {
@@ -321,6 +330,25 @@ async fn reader(inst: Weak<Instance>, h: Arc<RemoteTrackHandle>) {
     finish(inst, &h);
 }
 
+/// Sends a packet to every relay sink; a sink whose process is gone is dropped.
+fn relay(h: &RemoteTrackHandle, sinks: &[LocalPid], bytes: &Arc<[u8]>) {
+    let mut dead = Vec::new();
+    for pid in sinks {
+        let id = h.id.clone();
+        let bytes = Arc::clone(bytes);
+        let alive = mailbox::send_alive(*pid, move |env| {
+            let bin = rustler::OwnedBinary::from_slice(&bytes);
+            (atoms::rtp(), id.as_str(), bin.release(env)).encode(env)
+        });
+        if !alive {
+            dead.push(*pid);
+        }
+    }
+    if !dead.is_empty() {
+        lock(&h.sinks).retain(|p| !dead.contains(p));
+    }
+}
+
 /// The track ended (or its connection closed): recorders close, the owner is told.
 fn finish(inst: Weak<Instance>, h: &Arc<RemoteTrackHandle>) {
     if h.ended.swap(true, Ordering::AcqRel) {
@@ -341,6 +369,12 @@ fn finish(inst: Weak<Instance>, h: &Arc<RemoteTrackHandle>) {
         r.finish();
     }
     h.emit(|env, track| (atoms::track_ended(), track).encode(env));
+    for pid in std::mem::take(&mut *lock(&h.sinks)) {
+        let id = h.id.clone();
+        mailbox::send(pid, move |env| {
+            (atoms::track_ended(), id.as_str()).encode(env)
+        });
+    }
     if let Some(inst) = inst.upgrade() {
         lock(&inst.remote_tracks).remove(&h.id);
         lock(&inst.closed_remote_tracks).insert(&h.id);
@@ -485,6 +519,33 @@ fn tr_unforward<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>, local: Ter
         if source.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &h)) {
             *source = Weak::new();
         }
+        Ok(atoms::ok())
+    })();
+    encode_result(env, res)
+}
+
+/// Adds a process that gets every packet of the track as `{:rtp, track, packet}`.
+#[rustler::nif]
+fn tr_relay<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>, pid: Term<'a>) -> Term<'a> {
+    let res = (|| {
+        let pid: LocalPid = pid.decode().map_err(|_| Error::InvalidArgument("pid"))?;
+        let (_, h) = lookup(specter, track)?;
+        let mut sinks = lock(&h.sinks);
+        if !sinks.contains(&pid) {
+            sinks.push(pid);
+        }
+        Ok(atoms::ok())
+    })();
+    encode_result(env, res)
+}
+
+/// Removes a relay sink.
+#[rustler::nif]
+fn tr_unrelay<'a>(env: Env<'a>, specter: Term<'a>, track: Term<'a>, pid: Term<'a>) -> Term<'a> {
+    let res = (|| {
+        let pid: LocalPid = pid.decode().map_err(|_| Error::InvalidArgument("pid"))?;
+        let (_, h) = lookup(specter, track)?;
+        lock(&h.sinks).retain(|p| *p != pid);
         Ok(atoms::ok())
     })();
     encode_result(env, res)
