@@ -17,6 +17,8 @@ defmodule Specter.Room.Participant do
     * `{:track, track, info}` / `{:track_ended, track}` - another participant's track
     * `{:data, {:text | :binary, binary}}` - a message relayed by the room
     * `{:data_channel_open, dc}`
+    * `{:keyframe_request, track}` - a subscriber asked for a keyframe of one of the
+      participant's own tracks (a PLI or FIR reached its sender): send one
     * `{:left, reason}` - the room hung up, the connection failed or closed (the process
       then stops)
 
@@ -105,6 +107,7 @@ defmodule Specter.Room.Participant do
          tracks: tracks,
          remote: %{},
          ended: MapSet.new(),
+         senders: %{},
          subscriber: opts[:subscriber],
          neg: :offering,
          remote_set: false,
@@ -246,6 +249,18 @@ defmodule Specter.Room.Participant do
 
   def handle_info({:data_channel_message, dc, message}, %{own_dc: dc} = s) do
     emit(s, {:data, message})
+    {:noreply, s}
+  end
+
+  def handle_info({:rtp_sender, pc, track, sender}, %{pc: pc} = s),
+    do: {:noreply, %{s | senders: Map.put(s.senders, sender, track)}}
+
+  def handle_info({:sender_rtcp, sender, rtcp}, s) do
+    with %{^sender => track} <- s.senders,
+         true <- Enum.any?(rtcp, &(&1.type in [:pli, :fir])) do
+      emit(s, {:keyframe_request, track})
+    end
+
     {:noreply, s}
   end
 

@@ -21,14 +21,14 @@ defmodule Specter.Room.Relay do
 
   @doc """
   Starts an importer (linked to the caller) for the publication `pub` (a map with `:id`,
-  `:peer` and `:codec`), published by the room process `room` on another node. Returns the
+  `:publisher` and `:codec`), published by the room process `room` on another node. Returns the
   importer and its local track.
   """
   @spec start_importer(Specter.t(), map(), pid()) ::
           {:ok, pid(), TrackLocalStaticRTP.t()} | {:error, term()}
   def start_importer(specter, pub, room) do
     with {:ok, codec} <- codec(pub.codec),
-         {:ok, local} <- TrackLocalStaticRTP.new(specter, codec, pub.id, pub.peer) do
+         {:ok, local} <- TrackLocalStaticRTP.new(specter, codec, pub.id, pub.publisher) do
       parent = self()
       pid = spawn_link(fn -> importer(specter, pub.id, local, room, parent) end)
       {:ok, pid, local}
