@@ -102,7 +102,9 @@ defmodule Specter.Room do
 
   @doc """
   Counters and links: `nodes` (the linked rooms' nodes), `imports` (publications of other
-  nodes imported here), `exports`, `data_relayed`, `data_dropped`.
+  nodes imported here), `exports` (relays of this node's publications to others),
+  `data_relayed` (messages handed to this node's participants; what each lost is in
+  `Specter.Room.Peer.info/1`).
   """
   @spec info(t()) :: map()
   def info(room), do: GenServer.call(room, :info)
@@ -158,7 +160,7 @@ defmodule Specter.Room do
         exports: %{},
         # room pid => %{node, mon}
         rooms: %{},
-        counters: %{data_relayed: 0, data_dropped: 0}
+        counters: %{data_relayed: 0}
       }
 
       s = if opts[:subscriber], do: add_subscriber(s, opts[:subscriber]), else: s
@@ -413,6 +415,8 @@ defmodule Specter.Room do
   end
 
   defp peer_gone(s, id, reason) do
+    # Whatever ended it on this side, the participant hears it (a no-op when it left).
+    _ = Client.send_signal(s.client, nil, id, {:control, :hangup, hangup_reason(reason)})
     s = %{s | peers: Map.delete(s.peers, id), by_pid: Map.reject(s.by_pid, &(elem(&1, 1) == id))}
 
     own = for {pub_id, %{peer_id: ^id}} <- s.pubs, do: pub_id
@@ -512,6 +516,10 @@ defmodule Specter.Room do
         s
     end
   end
+
+  defp hangup_reason(:normal), do: "closed"
+  defp hangup_reason(:shutdown), do: "left"
+  defp hangup_reason(reason), do: inspect(reason)
 
   defp close_forward(s, pub_id, local) do
     _ = TrackRemote.unforward(s.specter, pub_id, local)
