@@ -6,7 +6,7 @@ defmodule Mix.Tasks.Specter.Server do
   `peerconnection_server`, until interrupted.
 
       mix specter.server [--port 8888] [--ip 127.0.0.1] [--member-timeout 30] [--max-body 65536]
-                        [--echo [--echo-name echo]]
+                        [--echo [--echo-name echo]] [--room lobby]
 
     * `--port` - TCP port (8888)
     * `--ip` - address to bind (127.0.0.1; `0.0.0.0` to serve other machines)
@@ -16,6 +16,8 @@ defmodule Mix.Tasks.Specter.Server do
       `http://127.0.0.1:8888/` in a browser, sign in, call `echo`, and see your camera come
       back and your chat echoed. The echo peer's connections stay on loopback unless `--ip`
       is another address.
+    * `--room` - also start a `Specter.Room` of that name (signed in as `room:<name>`):
+      open `http://127.0.0.1:8888/room` in two or more browser tabs and join it.
   """
 
   use Mix.Task
@@ -26,7 +28,8 @@ defmodule Mix.Tasks.Specter.Server do
     member_timeout: :integer,
     max_body: :integer,
     echo: :boolean,
-    echo_name: :string
+    echo_name: :string,
+    room: :string
   ]
 
   @impl Mix.Task
@@ -56,6 +59,7 @@ defmodule Mix.Tasks.Specter.Server do
         Mix.shell().info("Signalling server listening on #{ip_text}:#{bound}")
         Mix.shell().info("Demo page: http://#{ip_text}:#{bound}/")
         if opts[:echo], do: start_echo(ip, ip_text, bound, Keyword.get(opts, :echo_name, "echo"))
+        if opts[:room], do: start_room(ip, ip_text, bound, opts[:room])
 
         unless iex_running?(), do: Process.sleep(:infinity)
         :ok
@@ -67,11 +71,28 @@ defmodule Mix.Tasks.Specter.Server do
     end
   end
 
-  defp start_echo(ip, ip_text, port, name) do
+  defp start_room(ip, ip_text, port, name) do
+    {specter, client_ip} = instance(ip)
+
+    case Specter.Room.start_link(specter: specter, ip: client_ip, port: port, name: name) do
+      {:ok, _room} ->
+        Mix.shell().info("Room #{inspect(name)} signed in; page: http://#{ip_text}:#{port}/room")
+
+      {:error, reason} ->
+        Mix.raise("Could not start the room: #{inspect(reason)}")
+    end
+  end
+
+  # Connections stay on loopback when the server does.
+  defp instance(ip) do
     Mix.Task.run("app.start")
     loopback? = ip in [{127, 0, 0, 1}, {0, 0, 0, 0, 0, 0, 0, 1}]
     {:ok, specter} = Specter.init(if loopback?, do: [loopback_only: true], else: [])
-    client_ip = if ip == {0, 0, 0, 0}, do: {127, 0, 0, 1}, else: ip
+    {specter, if(ip == {0, 0, 0, 0}, do: {127, 0, 0, 1}, else: ip)}
+  end
+
+  defp start_echo(ip, ip_text, port, name) do
+    {specter, client_ip} = instance(ip)
 
     case Specter.EchoPeer.start_link(specter: specter, ip: client_ip, port: port, name: name) do
       {:ok, _echo} ->

@@ -168,7 +168,9 @@ defmodule Specter.Signalling.Server.Connection do
 
   @pages %{
     "/" => {"index.html", "text/html; charset=utf-8"},
-    "/demo.js" => {"demo.js", "text/javascript; charset=utf-8"}
+    "/demo.js" => {"demo.js", "text/javascript; charset=utf-8"},
+    "/room" => {"room.html", "text/html; charset=utf-8"},
+    "/room.js" => {"room.js", "text/javascript; charset=utf-8"}
   }
 
   defp handle(%{method: "OPTIONS"}, sock, _channel),
@@ -223,7 +225,7 @@ defmodule Specter.Signalling.Server.Connection do
     end
   end
 
-  # The browser demo (priv/static/demo): sign in, peer list, call, chat.
+  # The browser demos (priv/static/demo): sign in, peer list, call, chat; and a room page.
   defp handle(%{method: "GET", path: path}, sock, _channel) when is_map_key(@pages, path) do
     {file, type} = Map.fetch!(@pages, path)
 
