@@ -33,7 +33,7 @@ defmodule Specter.NetworkFaultsTest do
   alias Specter.Test.NetnsPeer.Jobs
 
   @moduletag :network_faults
-  @moduletag timeout: 120_000
+  @moduletag timeout: 300_000
 
   case NetnsPeer.check() do
     :ok ->
@@ -86,7 +86,8 @@ defmodule Specter.NetworkFaultsTest do
 
     t0 = System.monotonic_time(:millisecond)
     :ok = NetnsPeer.start_job(ctx.far, :bulk, {:send_sequence, far_dc, count, size, 0})
-    assert receive_in_order(dc, 0, count, size, t0 + 40_000) == count
+    # A generous bound: ~20 KB/s, half the throughput measured here.
+    assert receive_in_order(dc, 0, count, size, t0 + 10_000 + div(@bulk_bytes, 20)) == count
     elapsed = System.monotonic_time(:millisecond) - t0
 
     stats = ImpairedLink.stats(ctx.link)
@@ -98,7 +99,7 @@ defmodule Specter.NetworkFaultsTest do
       link: stats
     })
 
-    assert_impaired(stats)
+    assert_impaired(stats, :b_to_a)
   end
 
   @tag seed: 2
@@ -150,7 +151,7 @@ defmodule Specter.NetworkFaultsTest do
     # most; every message that arrived was whole (checked as it was received).
     assert dropped > 0
     assert dropped <= count * 0.15
-    assert_impaired(stats)
+    assert_impaired(stats, :a_to_b)
   end
 
   @tag seed: 3
@@ -382,12 +383,15 @@ defmodule Specter.NetworkFaultsTest do
     n
   end
 
-  # The link really was impaired both ways: random losses, and datagrams overtaken.
-  defp assert_impaired(stats) do
+  # The link really was impaired: random losses both ways, and datagrams overtaken in the
+  # direction of the data (the other carries too few, mostly acknowledgements, for a
+  # reordering to be certain in every run).
+  defp assert_impaired(stats, data_dir) do
     for dir <- [:a_to_b, :b_to_a] do
       assert stats[dir].lost > 0, "the link lost nothing #{dir}"
-      assert stats[dir].reordered > 0, "the link reordered nothing #{dir}"
     end
+
+    assert stats[data_dir].reordered > 0, "the link reordered nothing #{data_dir}"
   end
 
   defp report(name, figures) do
