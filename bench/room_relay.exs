@@ -35,12 +35,16 @@ defmodule RoomRelay do
   alias Specter.Room.{Participant, Peer}
   alias RoomRelay.Node, as: Agent
 
-  @room "bench"
-
   def run(argv) do
     {opts, _, _} =
       OptionParser.parse(argv,
-        strict: [quick: :boolean, rates: :string, duration: :float, tick: :integer]
+        strict: [
+          quick: :boolean,
+          rates: :string,
+          duration: :float,
+          tick: :integer,
+          repeat: :integer
+        ]
       )
 
     quick = Keyword.get(opts, :quick, false)
@@ -53,6 +57,7 @@ defmodule RoomRelay do
 
     duration_ms = round(Keyword.get(opts, :duration, if(quick, do: 1.5, else: 8.0)) * 1000)
     tick = Keyword.get(opts, :tick, 1)
+    repeat = Keyword.get(opts, :repeat, 1)
     idle_ms = if quick, do: 500, else: 3_000
 
     Bench.header(
@@ -65,40 +70,74 @@ defmodule RoomRelay do
     ctx = setup()
 
     IO.puts(
-      "VMs (OS pids): a #{ctx.os.a} (room@a, signalling), b #{ctx.os.b} (room@b), " <>
-        "p #{ctx.os.p} (participants); all unpinned on #{System.schedulers_online()} cores"
+      "VMs (OS pids): a #{ctx.os.a} (rooms one@a and two@a, signalling), b #{ctx.os.b} " <>
+        "(room two@b), p #{ctx.os.p} (participants); all unpinned on #{System.schedulers_online()} cores"
     )
 
     IO.puts(
-      "each rate runs #{duration_ms} ms, paced every #{tick} ms; packets 1200-byte payload " <>
-        "(#{1200 + 12} bytes of RTP)\n"
+      "each run #{duration_ms} ms, paced every #{tick} ms, the two cases alternating at each rate " <>
+        "(#{repeat}x); packets: 1200-byte payload (#{1200 + 12} bytes of RTP)\n"
     )
 
+    cases = [
+      setup_case(ctx, "one node", "one@a", :one, "one@a", :one, tick),
+      setup_case(ctx, "two nodes", "two@a", :two_a, "two@b", :two_b, tick)
+    ]
+
+    # Idle: every connection up, no media.
+    c0 = cpu(ctx)
+    t0 = System.monotonic_time(:microsecond)
+    Process.sleep(idle_ms)
+    idle = cpu_share(c0, cpu(ctx), System.monotonic_time(:microsecond) - t0)
+
+    # The system monitor covers the measured runs (on every node), not the setup.
     for n <- [:b, :p], do: :ok = Agent.call(ctx.nodes[n], :monitor_start)
+    runs = for _ <- 1..repeat, rate <- rates, c <- cases, do: {rate, c}
 
     {rows, events_a} =
       Bench.monitored(fn ->
-        for {name, sub_room} <- [{"one node", "room@a"}, {"two nodes", "room@b"}] do
-          run_case(ctx, name, sub_room, rates, duration_ms, tick, idle_ms)
+        for {{rate, c}, i} <- Enum.with_index(runs, 1) do
+          m = %{run: i, rate: rate, duration_ms: duration_ms, tick: tick, idle: idle}
+          row = measure(ctx, Map.merge(c, m))
+          IO.puts(progress(row))
+          row
         end
       end)
 
     events = %{
-      a: Bench.describe_events(events_a),
-      b: describe(Agent.call(ctx.nodes.b, :monitor_stop)),
-      p: describe(Agent.call(ctx.nodes.p, :monitor_stop))
+      a: summarize(Enum.map(events_a, &describe_local/1)),
+      b: summarize(Agent.call(ctx.nodes.b, :monitor_stop)),
+      p: summarize(Agent.call(ctx.nodes.p, :monitor_stop))
     }
 
-    report(List.flatten(rows), events)
+    report(rows, events)
+    Enum.each(cases, &teardown_case(ctx, &1))
     :peer.stop(ctx.peers.b)
     :peer.stop(ctx.peers.p)
   end
 
-  defp describe([]), do: "none"
-  defp describe(events), do: Enum.join(events, "\n  ")
+  defp describe_local({kind, pid, info}) do
+    where = if is_pid(pid), do: inspect(Process.info(pid, :current_function)), else: inspect(pid)
+    {kind, where, Keyword.get(info, :timeout)}
+  end
+
+  # {kind, where, timeout ms} grouped: count and worst per kind and place.
+  defp summarize([]), do: "none"
+
+  defp summarize(events) do
+    events
+    |> Enum.group_by(fn {kind, where, _} -> {kind, where} end, &elem(&1, 2))
+    |> Enum.sort_by(fn {_, ts} -> -length(ts) end)
+    |> Enum.map(fn {{kind, where}, ts} ->
+      "#{kind} x#{length(ts)} (worst #{Enum.max(Enum.map(ts, &(&1 || 0)))} ms) #{where}"
+    end)
+    |> Enum.join("\n  ")
+  end
 
   ## Setup
 
+  # Two rooms, so the cases' connections never see each other's tracks: "one" (on a only)
+  # and "two" (on a and b, linked).
   defp setup do
     suffix = System.pid()
     ensure_alive!(:"a#{suffix}")
@@ -109,33 +148,40 @@ defmodule RoomRelay do
     port = Specter.Signalling.Server.port(server)
     {:ok, specter} = Specter.init()
 
-    {:ok, room_a} =
-      Room.start_link(
-        specter: specter,
-        name: @room,
-        peer_name: "room@a",
-        port: port,
-        cluster: true,
-        subscriber: self()
-      )
+    room = fn name, peer_name ->
+      {:ok, room} =
+        Room.start_link(
+          specter: specter,
+          name: name,
+          peer_name: peer_name,
+          port: port,
+          cluster: true,
+          subscriber: self()
+        )
 
-    {:ok, room_b} =
+      room
+    end
+
+    one = room.("one", "one@a")
+    two_a = room.("two", "two@a")
+
+    {:ok, two_b} =
       Agent.call(
         node_b,
         {:start, Room,
-         [name: @room, peer_name: "room@b", port: port, cluster: true, subscriber: self()]}
+         [name: "two", peer_name: "two@b", port: port, cluster: true, subscriber: self()]}
       )
 
     receive do
-      {:specter_room, ^room_a, {:room_joined, ^node_b}} -> :ok
+      {:specter_room, ^two_a, {:room_joined, ^node_b}} -> :ok
     after
-      10_000 -> raise "room@a did not link with room@b"
+      10_000 -> raise "two@a did not link with two@b"
     end
 
     %{
       specter: specter,
       port: port,
-      rooms: %{a: room_a, b: room_b},
+      rooms: %{one: one, two_a: two_a, two_b: two_b},
       nodes: %{a: node(), b: node_b, p: node_p},
       peers: %{b: peer_b, p: peer_p},
       os: %{a: System.pid(), b: os_pid(node_b), p: os_pid(node_p)}
@@ -169,7 +215,17 @@ defmodule RoomRelay do
         name: name,
         host: ~c"127.0.0.1",
         longnames: true,
-        args: [~c"-setcookie", cookie, ~c"-kernel", ~c"inet_dist_use_interface", ~c"{127,0,0,1}"]
+        # b and p need not know each other: -connect_all false keeps them apart, so that
+        # stopping them at the end is not an "overlapping partition" for global.
+        args: [
+          ~c"-setcookie",
+          cookie,
+          ~c"-kernel",
+          ~c"inet_dist_use_interface",
+          ~c"{127,0,0,1}",
+          ~c"-connect_all",
+          ~c"false"
+        ]
       })
 
     :ok = :erpc.call(node, :code, :add_paths, [:code.get_path()])
@@ -182,6 +238,10 @@ defmodule RoomRelay do
     {mod, bin} = :persistent_term.get({__MODULE__, :agent_beam})
     {:module, ^mod} = :erpc.call(node, :code, :load_binary, [mod, ~c"room_relay_node.ex", bin])
     {:ok, _} = :erpc.call(node, Agent, :start, [])
+    # Loaded now rather than by the first call inside a measured run.
+    for m <- Application.spec(:specter, :modules),
+        do: {:module, _} = :erpc.call(node, Code, :ensure_loaded, [m])
+
     {peer, node}
   end
 
@@ -192,13 +252,14 @@ defmodule RoomRelay do
 
   defp os_pid(node), do: :erpc.call(node, :os, :getpid, []) |> List.to_string()
 
-  ## One case: two participants on p, then every rate.
+  ## One case: a publisher and a subscriber on p, each in its room.
 
-  defp run_case(ctx, name, sub_room, rates, duration_ms, tick, idle_ms) do
+  defp setup_case(ctx, name, pub_room, pub_key, sub_room, sub_key, tick) do
     tag = String.replace(name, " ", "-")
     pub_name = "pub-#{tag}"
-    pub = join!(ctx, pub_name, "room@a", video: true)
-    sub = join!(ctx, "sub-#{tag}", sub_room)
+    sub_name = "sub-#{tag}"
+    pub = join!(ctx, pub_name, pub_room, video: true)
+    sub = join!(ctx, sub_name, sub_room)
     %{video: video} = Participant.tracks(pub)
     {:ok, publisher} = Agent.call(ctx.nodes.p, {:publisher, video})
     track = warm_up!(publisher, sub, pub_name)
@@ -208,43 +269,34 @@ defmodule RoomRelay do
     send(publisher, {:run, self(), 0, 500, 1_000, tick})
     await_published(0, 10_000)
 
-    [%{id: pub_id}] = for p <- Room.publications(ctx.rooms.a), p.publisher == pub_name, do: p
-    sub_side = if sub_room == "room@a", do: :a, else: :b
-    sub_pc = room_pc(ctx.rooms[sub_side], "sub-#{tag}")
+    [%{id: pub_id}] =
+      for p <- Room.publications(ctx.rooms[pub_key]), p.publisher == pub_name, do: p
 
-    c0 = cpu(ctx)
-    t0 = System.monotonic_time(:microsecond)
-    Process.sleep(idle_ms)
-    idle = cpu_share(c0, cpu(ctx), System.monotonic_time(:microsecond) - t0)
+    sub_side = if sub_key == :two_b, do: :b, else: :a
 
-    rows =
-      for {rate, i} <- Enum.with_index(rates, 1) do
-        row =
-          measure(ctx, %{
-            case: name,
-            run: i,
-            rate: rate,
-            duration_ms: duration_ms,
-            tick: tick,
-            publisher: publisher,
-            receiver: receiver,
-            pub_id: pub_id,
-            sub_side: sub_side,
-            sub_pc: sub_pc,
-            idle: idle
-          })
+    %{
+      case: name,
+      pub: pub,
+      sub: sub,
+      publisher: publisher,
+      receiver: receiver,
+      pub_id: pub_id,
+      sub_side: sub_side,
+      sub_pc: room_pc(ctx.rooms[sub_key], sub_name)
+    }
+  end
 
-        IO.puts(progress(row))
-        row
-      end
+  defp teardown_case(ctx, c) do
+    send(c.publisher, :stop)
+    send(c.receiver, :stop)
+    :ok = Participant.leave(c.sub)
+    :ok = Participant.leave(c.pub)
 
-    send(publisher, :stop)
-    send(receiver, :stop)
-    :ok = Participant.leave(sub)
-    :ok = Participant.leave(pub)
-    wait_until(fn -> Room.peers(ctx.rooms.a) == [] and Room.peers(ctx.rooms.b) == [] end)
+    wait_until(fn ->
+      Enum.all?(Map.values(ctx.rooms), &(Room.peers(&1) == []))
+    end)
+
     drain()
-    rows
   end
 
   defp join!(ctx, name, room, opts \\ []) do
@@ -346,6 +398,7 @@ defmodule RoomRelay do
       mbit_s: mbit / secs,
       loss: if(sent > 0, do: (sent - report.received) * 100 / sent, else: 0.0),
       lost_before_room: sent - at_a,
+      lost_after_room: max(at_a - report.received - dropped, 0),
       room_dropped: dropped,
       duplicates: report.duplicates,
       p50_ms: ms(report.p50_us),
@@ -381,7 +434,17 @@ defmodule RoomRelay do
 
   ## CPU: utime + stime of each VM, in clock ticks.
 
-  defp cpu(ctx), do: Map.new(ctx.os, fn {n, pid} -> {n, ticks(pid)} end)
+  # Also the machine's busy time (/proc/stat), to show what other processes took.
+  defp cpu(ctx), do: Map.new(ctx.os, fn {n, pid} -> {n, ticks(pid)} end) |> Map.put(:all, busy())
+
+  defp busy do
+    ["cpu" | fields] = File.read!("/proc/stat") |> String.split("\n") |> hd() |> String.split()
+
+    [user, nice, system, _idle, _iowait, irq, softirq, steal | _] =
+      Enum.map(fields, &String.to_integer/1)
+
+    user + nice + system + irq + softirq + steal
+  end
 
   defp ticks(pid) do
     stat = File.read!("/proc/#{pid}/stat")
@@ -414,21 +477,21 @@ defmodule RoomRelay do
 
   defp progress(r) do
     "#{r.case}, #{r.rate} pkt/s: delivered #{round(r.delivered_pps)} pkt/s, loss #{f(r.loss, 2)} %, " <>
-      "p50 #{f(r.p50_ms, 2)} ms, p99 #{f(r.p99_ms, 2)} ms, CPU a #{pct(r.cpu.a)} b #{pct(r.cpu.b)} p #{pct(r.cpu.p)}"
+      "p50 #{f(r.p50_ms, 2)} ms, p99 #{f(r.p99_ms, 2)} ms, CPU a #{pct(r.cpu.a)} b #{pct(r.cpu.b)} p #{pct(r.cpu.p)} others #{pct(others(r.cpu))}"
   end
 
   defp report(rows, events) do
     IO.puts("")
 
     IO.puts(
-      "| case | target pkt/s | sent pkt/s | delivered pkt/s | Mbit/s | loss % | lost before room a | dropped by room sender | latency p50 ms | p99 ms | max ms | CPU % a | CPU % b | CPU % p | a ms CPU/Mbit | b ms CPU/Mbit | a+b ms CPU/Mbit |"
+      "| case | target pkt/s | sent pkt/s | delivered pkt/s | Mbit/s | loss % | lost p→room | dropped by subscriber's room sender | lost after (relay, UDP to p) | latency p50 ms | p99 ms | max ms | CPU % a | CPU % b | CPU % p | other processes CPU % | a ms CPU/Mbit | b ms CPU/Mbit | a+b ms CPU/Mbit |"
     )
 
-    IO.puts("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    IO.puts("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     for r <- rows do
       IO.puts(
-        "| #{r.case} | #{r.rate} | #{round(r.sent_pps)} | #{round(r.delivered_pps)} | #{f(r.mbit_s, 1)} | #{f(r.loss, 2)} | #{r.lost_before_room} | #{r.room_dropped} | #{f(r.p50_ms, 2)} | #{f(r.p99_ms, 2)} | #{f(r.max_ms, 1)} | #{pct(r.cpu.a)} | #{pct(r.cpu.b)} | #{pct(r.cpu.p)} | #{f(r.ms_per_mbit.a, 1)} | #{f(r.ms_per_mbit.b, 1)} | #{f(r.ms_per_mbit.a + r.ms_per_mbit.b, 1)} |"
+        "| #{r.case} | #{r.rate} | #{round(r.sent_pps)} | #{round(r.delivered_pps)} | #{f(r.mbit_s, 1)} | #{f(r.loss, 2)} | #{r.lost_before_room} | #{r.room_dropped} | #{r.lost_after_room} | #{f(r.p50_ms, 2)} | #{f(r.p99_ms, 2)} | #{f(r.max_ms, 1)} | #{pct(r.cpu.a)} | #{pct(r.cpu.b)} | #{pct(r.cpu.p)} | #{pct(others(r.cpu))} | #{f(r.ms_per_mbit.a, 1)} | #{f(r.ms_per_mbit.b, 1)} | #{f(r.ms_per_mbit.a + r.ms_per_mbit.b, 1)} |"
       )
     end
 
@@ -437,10 +500,13 @@ defmodule RoomRelay do
     for {name, rs} <- Enum.group_by(rows, & &1.case) |> Enum.sort() do
       %{idle: idle} = hd(rs)
 
+      # Every run at that rate (and every lower rate) under 1 % loss.
       best =
         rs
-        |> Enum.filter(&(&1.loss < 1.0 and &1.write_errors == 0))
-        |> Enum.map(& &1.rate)
+        |> Enum.group_by(& &1.rate)
+        |> Enum.sort()
+        |> Enum.take_while(fn {_, runs} -> Enum.all?(runs, &(&1.loss < 1.0)) end)
+        |> Enum.map(&elem(&1, 0))
         |> Enum.max(fn -> "none" end)
 
       IO.puts(
@@ -449,10 +515,9 @@ defmodule RoomRelay do
       )
     end
 
-    one = for r <- rows, r.case == "one node", into: %{}, do: {r.rate, r}
-    two = for r <- rows, r.case == "two nodes", into: %{}, do: {r.rate, r}
+    for [o, t] <- Enum.chunk_every(rows, 2), t.p50_ms && o.p50_ms do
+      rate = t.rate
 
-    for {rate, t} <- Enum.sort(two), o = one[rate], o != nil, t.p50_ms && o.p50_ms do
       IO.puts(
         "#{rate} pkt/s: added by the relay across nodes: p50 #{f(t.p50_ms - o.p50_ms, 2)} ms, " <>
           "p99 #{f(t.p99_ms - o.p99_ms, 2)} ms; CPU ms/Mbit a+b #{f(t.ms_per_mbit.a + t.ms_per_mbit.b, 1)} " <>
@@ -465,6 +530,8 @@ defmodule RoomRelay do
   end
 
   defp pct(x), do: f(x * 100, 1)
+
+  defp others(cpu), do: max(cpu.all - cpu.a - cpu.b - cpu.p, 0.0)
 
   defp f(nil, _), do: "-"
   defp f(x, d), do: :erlang.float_to_binary(x / 1, decimals: d)

@@ -97,7 +97,8 @@ defmodule RoomRelay.Node do
         where =
           if is_pid(pid), do: inspect(Process.info(pid, :current_function)), else: inspect(pid)
 
-        monitor_loop(["#{kind} #{where} #{inspect(info, limit: 6)}" | acc])
+        timeout = if is_list(info), do: Keyword.get(info, :timeout)
+        monitor_loop([{kind, where, timeout} | acc])
 
       {:done, from} ->
         :erlang.system_monitor(:undefined)
