@@ -282,7 +282,8 @@ defmodule RoomRelay do
       receiver: receiver,
       pub_id: pub_id,
       sub_side: sub_side,
-      sub_pc: room_pc(ctx.rooms[sub_key], sub_name)
+      sub_pc: room_pc(ctx.rooms[sub_key], sub_name),
+      pub_pc: Participant.peer_connection(pub)
     }
   end
 
@@ -365,6 +366,7 @@ defmodule RoomRelay do
 
     at_a0 = packets_at_a(ctx, m.pub_id)
     dropped0 = room_dropped(ctx, m.sub_side, m.sub_pc)
+    pub_dropped0 = Agent.call(ctx.nodes.p, {:senders_dropped, m.pub_pc})
     c0 = cpu(ctx)
     send(m.publisher, {:run, self(), m.run, m.rate, m.duration_ms, m.tick})
     published = await_published(m.run, m.duration_ms + 30_000)
@@ -382,6 +384,7 @@ defmodule RoomRelay do
 
     at_a = packets_at_a(ctx, m.pub_id) - at_a0
     dropped = room_dropped(ctx, m.sub_side, m.sub_pc) - dropped0
+    pub_dropped = Agent.call(ctx.nodes.p, {:senders_dropped, m.pub_pc}) - pub_dropped0
     secs = published.elapsed_us / 1.0e6
     share = cpu_share(c0, c1, published.elapsed_us)
     sent = published.sent - published.errors
@@ -397,7 +400,8 @@ defmodule RoomRelay do
       delivered_pps: report.received / secs,
       mbit_s: mbit / secs,
       loss: if(sent > 0, do: (sent - report.received) * 100 / sent, else: 0.0),
-      lost_before_room: sent - at_a,
+      pub_dropped: pub_dropped,
+      lost_before_room: max(sent - pub_dropped - at_a, 0),
       lost_after_room: max(at_a - report.received - dropped, 0),
       room_dropped: dropped,
       duplicates: report.duplicates,
@@ -484,14 +488,14 @@ defmodule RoomRelay do
     IO.puts("")
 
     IO.puts(
-      "| case | target pkt/s | sent pkt/s | delivered pkt/s | Mbit/s | loss % | lost p→room | dropped by subscriber's room sender | lost after (relay, UDP to p) | latency p50 ms | p99 ms | max ms | CPU % a | CPU % b | CPU % p | other processes CPU % | a ms CPU/Mbit | b ms CPU/Mbit | a+b ms CPU/Mbit |"
+      "| case | target pkt/s | sent pkt/s | delivered pkt/s | Mbit/s | loss % | dropped by publisher's sender (p) | lost on UDP p→room | dropped by subscriber's room sender | lost after (relay, UDP to p) | latency p50 ms | p99 ms | max ms | CPU % a | CPU % b | CPU % p | other processes CPU % | a ms CPU/Mbit | b ms CPU/Mbit | a+b ms CPU/Mbit |"
     )
 
-    IO.puts("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    IO.puts("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     for r <- rows do
       IO.puts(
-        "| #{r.case} | #{r.rate} | #{round(r.sent_pps)} | #{round(r.delivered_pps)} | #{f(r.mbit_s, 1)} | #{f(r.loss, 2)} | #{r.lost_before_room} | #{r.room_dropped} | #{r.lost_after_room} | #{f(r.p50_ms, 2)} | #{f(r.p99_ms, 2)} | #{f(r.max_ms, 1)} | #{pct(r.cpu.a)} | #{pct(r.cpu.b)} | #{pct(r.cpu.p)} | #{pct(others(r.cpu))} | #{f(r.ms_per_mbit.a, 1)} | #{f(r.ms_per_mbit.b, 1)} | #{f(r.ms_per_mbit.a + r.ms_per_mbit.b, 1)} |"
+        "| #{r.case} | #{r.rate} | #{round(r.sent_pps)} | #{round(r.delivered_pps)} | #{f(r.mbit_s, 1)} | #{f(r.loss, 2)} | #{r.pub_dropped} | #{r.lost_before_room} | #{r.room_dropped} | #{r.lost_after_room} | #{f(r.p50_ms, 2)} | #{f(r.p99_ms, 2)} | #{f(r.max_ms, 1)} | #{pct(r.cpu.a)} | #{pct(r.cpu.b)} | #{pct(r.cpu.p)} | #{pct(others(r.cpu))} | #{f(r.ms_per_mbit.a, 1)} | #{f(r.ms_per_mbit.b, 1)} | #{f(r.ms_per_mbit.a + r.ms_per_mbit.b, 1)} |"
       )
     end
 
