@@ -2,21 +2,28 @@
 # two nodes (Room.Relay over distributed Erlang): delivered packets per second, loss,
 # latency (p50/p99/max) and CPU per forwarded Mbit/s on each room node.
 #
-#   MIX_ENV=bench mix run bench/room_relay.exs [--quick] [--rates 100,1000,5000,10000]
-#                                              [--duration 8] [--tick 1]
+#   MIX_ENV=bench mix run bench/room_relay.exs [--quick] [--rates 100,1000,...,30000]
+#                                              [--duration 8] [--tick 1] [--repeat 1]
+#
+# Results: bench/results/room_relay.md.
 #
 # Three VMs on 127.0.0.1, so the rooms' nodes carry only the rooms' work:
 #
-#   * node a, this VM: the signalling server (`Specter.Signalling.Server`, port 0) and room
-#     "bench" (`peer_name: "room@a"`, `cluster: true`);
-#   * node b, a `:peer`: room "bench" (`"room@b"`, `cluster: true`), linked with a's;
+#   * node a, this VM (`a<ospid>@127.0.0.1`): the signalling server
+#     (`Specter.Signalling.Server`, port 0), room "one" (`peer_name: "one@a"`) and room "two"
+#     (`"two@a"`), both `cluster: true`;
+#   * node b, a `:peer`: room "two" (`"two@b"`, `cluster: true`), linked with a's;
 #   * node p, a `:peer`: the participants (`Specter.Room.Participant`) and the bench's
 #     publisher and receiver processes (bench/support/room_relay_node.ex, loaded by binary).
 #
-# Case "one node": publisher and subscriber both join room@a; the room forwards natively
-# (TrackRemote.forward/3). Case "two nodes": publisher joins room@a, subscriber room@b:
+# Case "one node": publisher and subscriber both join one@a; the room forwards natively
+# (TrackRemote.forward/3). Case "two nodes": publisher joins two@a, subscriber two@b:
 # publisher pc -> room a's Peer -> Relay exporter (TrackRemote.relay/3) -> distribution ->
-# importer on b -> TrackLocalStaticRTP -> room b's Peer -> subscriber pc.
+# importer on b -> TrackLocalStaticRTP -> room b's Peer -> subscriber pc. Two rooms, so the
+# cases never see each other's tracks; both cases stay connected and alternate at each
+# rate (so the machine's other load hits both alike). Loss is split by where it happened:
+# the publisher's own sender (p), UDP to the room, the subscriber's sender in the room
+# (full webrtc-rs queue), and after (importer, UDP to p).
 #
 # The publisher writes RTP packets (1200-byte VP8-shaped payload carrying a run id, a
 # sequence number and `:os.system_time(:nanosecond)`) at a fixed rate, paced every `tick`
@@ -51,7 +58,10 @@ defmodule RoomRelay do
 
     rates =
       opts
-      |> Keyword.get(:rates, if(quick, do: "100,1000", else: "100,1000,5000,10000,20000"))
+      |> Keyword.get(
+        :rates,
+        if(quick, do: "100,1000", else: "100,1000,5000,10000,15000,20000,30000")
+      )
       |> String.split(",")
       |> Enum.map(&String.to_integer/1)
 
