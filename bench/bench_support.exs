@@ -85,4 +85,50 @@ defmodule Bench do
     end)
     |> Enum.join("\n  ")
   end
+
+  @doc """
+  One line per system_monitor event kind: how many, the longest (long_schedule, long_gc) or
+  largest (large_heap), the most frequent schedule-in/out places, and how many
+  long_schedule events had a Specter NIF (`Specter.Native`) at schedule-in or -out.
+  """
+  def summarize_events([]), do: "none"
+
+  def summarize_events(events) do
+    events
+    |> Enum.group_by(&elem(&1, 0))
+    |> Enum.map(fn {kind, evs} -> summarize_kind(kind, Enum.map(evs, &elem(&1, 2))) end)
+    |> Enum.join("\n  ")
+  end
+
+  defp summarize_kind(:long_schedule, infos) do
+    longest = infos |> Enum.map(&Keyword.get(&1, :timeout, 0)) |> Enum.max()
+
+    nif =
+      Enum.count(infos, fn i ->
+        Enum.any?([i[:in], i[:out]], &match?({Specter.Native, _, _}, &1))
+      end)
+
+    places =
+      infos
+      |> Enum.frequencies_by(&{&1[:in], &1[:out]})
+      |> Enum.sort_by(&(-elem(&1, 1)))
+      |> Enum.take(3)
+      |> Enum.map(fn {{i, o}, n} -> "#{n}x in #{fmt_mfa(i)} out #{fmt_mfa(o)}" end)
+
+    "long_schedule: #{length(infos)} (longest #{longest} ms; #{nif} with a Specter NIF at " <>
+      "schedule-in/out; most frequent: #{Enum.join(places, "; ")})"
+  end
+
+  defp summarize_kind(:long_gc, infos) do
+    longest = infos |> Enum.map(&Keyword.get(&1, :timeout, 0)) |> Enum.max()
+    "long_gc: #{length(infos)} (longest #{longest} ms)"
+  end
+
+  defp summarize_kind(kind, infos) do
+    largest = infos |> Enum.map(&Keyword.get(&1, :heap_size, 0)) |> Enum.max()
+    "#{kind}: #{length(infos)} (largest heap #{largest} words)"
+  end
+
+  defp fmt_mfa({m, f, a}), do: "#{inspect(m)}.#{f}/#{a}"
+  defp fmt_mfa(other), do: inspect(other)
 end

@@ -136,13 +136,20 @@ defmodule Fanout do
 
     IO.puts("|---|---|---|---|---|---|---|---|---|---|---|")
 
-    results =
-      for mode <- modes do
-        results = run_mode(mode, counts, window, file)
-        {mode, results}
-      end
+    {results, events} =
+      Bench.monitored(fn ->
+        for mode <- modes do
+          results = run_mode(mode, counts, window, file)
+          {mode, results}
+        end
+      end)
 
     IO.puts("")
+
+    IO.puts(
+      "system_monitor (long_schedule >= 1 ms, long_gc, large_heap) in the server VM: " <>
+        Bench.describe_events(events)
+    )
 
     for {mode, rows} <- results do
       sustained = rows |> Enum.filter(& &1.sustained) |> Enum.map(& &1.n) |> Enum.max(fn -> 0 end)

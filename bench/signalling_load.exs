@@ -115,7 +115,7 @@ IO.puts(
 # Each sender: M messages to random others, one at a time.
 t_send = System.monotonic_time(:microsecond)
 
-senders =
+start_senders = fn ->
   for index <- 1..n_clients do
     Task.async(fn ->
       {_id, client} = clients[index]
@@ -128,8 +128,11 @@ senders =
       end
     end)
   end
+end
 
-sent = Enum.flat_map(senders, &Task.await(&1, 300_000))
+{sent, events} =
+  Bench.monitored(fn -> start_senders.() |> Enum.flat_map(&Task.await(&1, 300_000)) end)
+
 send_done = System.monotonic_time(:microsecond)
 failed = for {result, key} <- sent, result != :ok, do: {key, result}
 expected = for {:ok, key} <- sent, into: MapSet.new(), do: key
@@ -188,6 +191,11 @@ IO.puts(
 
 IO.puts("relay latency: " <> Bench.summary(latencies, "ms"))
 IO.puts("lost: #{lost}, duplicated: #{duplicated}, misdelivered: #{unexpected}")
+
+IO.puts(
+  "system_monitor (long_schedule >= 1 ms, long_gc, large_heap) while sending: " <>
+    "#{length(events)} events: " <> Bench.describe_events(Enum.take(events, 10))
+)
 
 t_out = System.monotonic_time(:millisecond)
 for pid <- owners, do: send(pid, {:sign_out, self()})

@@ -558,7 +558,7 @@ async fn writer(
                 r
             }
             Outgoing::Close => {
-                flush_before_close(&channel).await;
+                flush_before_close(&h, &channel).await;
                 channel.close().await
             }
         };
@@ -593,12 +593,18 @@ async fn send_text(channel: &Arc<dyn DataChannel>, text: &str) -> webrtc::error:
 const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// W3C `close()` sends what was queued before it. webrtc-rs resets the SCTP stream at once,
-/// dropping whatever SCTP has not transmitted yet, so wait for the buffer to drain first.
-async fn flush_before_close(channel: &Arc<dyn DataChannel>) {
+/// dropping whatever SCTP has not transmitted yet, so wait for the buffer to drain first;
+/// but not once the channel or its connection is gone (closed, or its owner exited): the
+/// bytes will never be acknowledged, and the wait would keep the writer task and the
+/// channel alive for the whole limit.
+async fn flush_before_close(h: &Shared, channel: &Arc<dyn DataChannel>) {
     let deadline = tokio::time::Instant::now() + CLOSE_FLUSH_LIMIT;
     let mut pause = Duration::from_millis(1);
     while let Ok(outstanding) = channel.outstanding_bytes().await {
-        if outstanding == 0 || tokio::time::Instant::now() >= deadline {
+        if outstanding == 0
+            || h.shutdown.load(Ordering::Acquire)
+            || tokio::time::Instant::now() >= deadline
+        {
             return;
         }
         tokio::time::sleep(pause).await;

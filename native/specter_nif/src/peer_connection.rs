@@ -491,6 +491,7 @@ async fn build(spec: &BuildSpec) -> NifResult<Arc<dyn PeerConnection>> {
     for _ in 0..attempts {
         let (media_engine, registry) = spec.api.build()?;
         let addrs = bind_addrs(&inst)?;
+        let first_ip = addrs.first().map(SocketAddr::ip);
         let handler = Arc::new(Handler {
             events: Arc::clone(&spec.events),
         });
@@ -511,10 +512,25 @@ async fn build(spec: &BuildSpec) -> NifResult<Arc<dyn PeerConnection>> {
             .await;
         match res {
             Ok(pc) => return Ok(Arc::new(pc)),
-            Err(e) => last_err = Error::from_webrtc(&e),
+            Err(e) => last_err = explain_bind_failure(Error::from_webrtc(&e), first_ip),
         }
     }
     Err(last_err)
+}
+
+/// webrtc-rs logs why it could not bind a connection's sockets and answers only "no
+/// udp_sockets or tcp_listeners available". Bind one ourselves to report the cause (e.g.
+/// "Too many open files" when the VM has reached `ulimit -n`).
+fn explain_bind_failure(err: Error, ip: Option<IpAddr>) -> Error {
+    match (&err, ip) {
+        (Error::Webrtc(msg), Some(ip)) if msg.contains("no udp_sockets") => {
+            match std::net::UdpSocket::bind(SocketAddr::new(ip, 0)) {
+                Ok(_) => err,
+                Err(io) => Error::Webrtc(format!("{msg}: binding a UDP socket on {ip}: {io}")),
+            }
+        }
+        _ => err,
+    }
 }
 
 /// Addresses to bind: the configured IPs, each with a port from the configured range (probed
@@ -533,9 +549,19 @@ fn bind_addrs(inst: &Instance) -> NifResult<Vec<SocketAddr>> {
         for _ in 0..span {
             let port = if *next < lo || *next > hi { lo } else { *next };
             *next = if port >= hi { lo } else { port + 1 };
-            if probe(ip, port) {
-                found = Some(port);
-                break;
+            match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(_) => {
+                    found = Some(port);
+                    break;
+                }
+                // Taken (or privileged): try the next port.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    ) => {}
+                // No port would do (e.g. out of file descriptors): say why.
+                Err(e) => return Err(Error::Webrtc(format!("binding a UDP socket on {ip}: {e}"))),
             }
         }
         match found {
@@ -544,10 +570,6 @@ fn bind_addrs(inst: &Instance) -> NifResult<Vec<SocketAddr>> {
         }
     }
     Ok(out)
-}
-
-fn probe(ip: IpAddr, port: u16) -> bool {
-    std::net::UdpSocket::bind(SocketAddr::new(ip, port)).is_ok()
 }
 
 async fn worker(
