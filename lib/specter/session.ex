@@ -738,15 +738,8 @@ defmodule Specter.Session do
     {:noreply, s}
   end
 
-  def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s) do
-    message =
-      case candidate do
-        nil -> {:candidate, nil}
-        json -> {:candidate, decode_candidate(json)}
-      end
-
-    {:noreply, send_or_end(s, message)}
-  end
+  def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s),
+    do: {:noreply, send_or_end(s, Specter.Signaller.candidate_message(candidate))}
 
   def handle_info({:connection_state_change, pc, state}, %{pc: pc} = s),
     do: {:noreply, on_connection_state(s, state)}
@@ -1129,13 +1122,6 @@ defmodule Specter.Session do
     case signal(s, s.remote, message) do
       :ok -> s
       {:error, reason} -> end_call(s, {:signal_failed, reason}, false)
-    end
-  end
-
-  defp decode_candidate(json) do
-    case Specter.JSON.decode(json) do
-      {:ok, map} when is_map(map) -> map
-      _ -> %{"candidate" => json}
     end
   end
 

@@ -77,4 +77,26 @@ defmodule Specter.Signaller do
   def valid_message?({:candidate, nil}), do: true
   def valid_message?({:candidate, %{"candidate" => c}}) when is_binary(c), do: true
   def valid_message?(_), do: false
+
+  @doc """
+  The signaller message for a local candidate as a connection announces it
+  (`{:ice_candidate, pc, json}`: the browser's `RTCIceCandidateInit` JSON, or `nil` at the
+  end of candidates).
+
+      iex> Specter.Signaller.candidate_message(~s({"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0"}))
+      {:candidate, %{"candidate" => "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid" => "0"}}
+      iex> Specter.Signaller.candidate_message(nil)
+      {:candidate, nil}
+      iex> Specter.Signaller.candidate_message("candidate:1 1 udp 1 127.0.0.1 5000 typ host")
+      {:candidate, %{"candidate" => "candidate:1 1 udp 1 127.0.0.1 5000 typ host"}}
+  """
+  @spec candidate_message(String.t() | nil) :: {:candidate, map() | nil}
+  def candidate_message(nil), do: {:candidate, nil}
+
+  def candidate_message(json) when is_binary(json) do
+    case Specter.JSON.decode(json) do
+      {:ok, map} when is_map(map) -> {:candidate, map}
+      _ -> {:candidate, %{"candidate" => json}}
+    end
+  end
 end

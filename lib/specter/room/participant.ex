@@ -214,14 +214,7 @@ defmodule Specter.Room.Participant do
   end
 
   def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s) do
-    message =
-      case candidate && Specter.JSON.decode(candidate) do
-        nil -> {:candidate, nil}
-        {:ok, map} when is_map(map) -> {:candidate, map}
-        _ -> {:candidate, %{"candidate" => candidate}}
-      end
-
-    signal(s, message)
+    signal(s, Specter.Signaller.candidate_message(candidate))
     {:noreply, s}
   end
 

@@ -232,14 +232,7 @@ defmodule Specter.Room.Peer do
   end
 
   def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s) do
-    message =
-      case candidate && Specter.JSON.decode(candidate) do
-        nil -> {:candidate, nil}
-        {:ok, map} when is_map(map) -> {:candidate, map}
-        _ -> {:candidate, %{"candidate" => candidate}}
-      end
-
-    send_signal(s, message)
+    send_signal(s, Specter.Signaller.candidate_message(candidate))
     {:noreply, s}
   end
 
