@@ -4,6 +4,8 @@ defmodule Specter.RoomDistributedTest do
   # one signalling server (on a); rooms link over distributed Erlang.
   use ExUnit.Case, async: false
 
+  import Specter.TestSupport, only: [eventually: 1]
+
   alias Specter.{Room, TrackRemote}
   alias Specter.Room.Participant
   alias Specter.Signalling.Server
@@ -85,19 +87,6 @@ defmodule Specter.RoomDistributedTest do
     info.packet_count
   end
 
-  defp wait_until(fun, timeout \\ 5_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout
-    do_wait(fun, deadline)
-  end
-
-  defp do_wait(fun, deadline) do
-    cond do
-      fun.() -> true
-      System.monotonic_time(:millisecond) > deadline -> false
-      true -> Process.sleep(20) && do_wait(fun, deadline)
-    end
-  end
-
   defp flush_keyframe_requests(p) do
     receive do
       {:specter_participant, ^p, {:keyframe_request, _}} -> flush_keyframe_requests(p)
@@ -117,7 +106,7 @@ defmodule Specter.RoomDistributedTest do
                    10_000
 
     before = packets_b(ctx, track)
-    assert wait_until(fn -> packets_b(ctx, track) > before + 50 end)
+    assert eventually(fn -> packets_b(ctx, track) > before + 50 end)
     assert %{imports: 1} = Room.info(ctx.room_b)
     assert %{exports: 1} = Room.info(ctx.room_a)
 
@@ -162,7 +151,7 @@ defmodule Specter.RoomDistributedTest do
     assert_receive {:specter_participant, ^carol, {:track, from_alice, %{stream_id: "alice"}}},
                    10_000
 
-    assert wait_until(fn -> packets_a(ctx, from_bob) > 30 end)
+    assert eventually(fn -> packets_a(ctx, from_bob) > 30 end)
 
     Cluster.kill!(ctx.node_b)
 
@@ -174,7 +163,7 @@ defmodule Specter.RoomDistributedTest do
     assert_receive {:specter_participant, ^carol, {:track_ended, ^bob_at_carol}}, 10_000
 
     before = packets_a(ctx, from_alice)
-    assert wait_until(fn -> packets_a(ctx, from_alice) > before + 30 end)
+    assert eventually(fn -> packets_a(ctx, from_alice) > before + 30 end)
     assert %{nodes: [], imports: 0, publications: 1} = Room.info(room_a)
   end
 end

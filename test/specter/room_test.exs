@@ -5,9 +5,12 @@ defmodule Specter.RoomTest do
   doctest Specter.Room.Relay
   doctest Specter.Room.Participant
 
-  alias Specter.{Room, RTP, TrackLocalStaticRTP, TrackRemote}
+  import Specter.TestSupport, only: [eventually: 1]
+
+  alias Specter.{Room, TrackRemote}
   alias Specter.Room.Participant
   alias Specter.Signalling.Server
+  alias Specter.Test.RtpWriter
 
   @moduletag timeout: 60_000
 
@@ -30,47 +33,11 @@ defmodule Specter.RoomTest do
     p
   end
 
-  # Writes VP8-shaped RTP packets (a keyframe every 30) and Opus-shaped ones to the
-  # participant's tracks every 10 ms until stopped.
+  # VP8- and Opus-shaped RTP to the participant's tracks every 10 ms, until they close.
   defp start_media(ctx, participant) do
-    %{audio: audio, video: video} = Participant.tracks(participant)
-
-    # Stops when the tracks go (the participant left).
-    spawn_link(fn ->
-      Stream.iterate(1, &(&1 + 1))
-      |> Enum.reduce_while(:ok, fn n, :ok ->
-        results = [
-          video && TrackLocalStaticRTP.write_rtp(ctx.specter, video, vp8(n)),
-          audio && TrackLocalStaticRTP.write_rtp(ctx.specter, audio, opus(n))
-        ]
-
-        Process.sleep(10)
-        if Enum.all?(results, &(&1 in [:ok, nil])), do: {:cont, :ok}, else: {:halt, :done}
-      end)
-    end)
-  end
-
-  defp vp8(n) do
-    keyframe = if rem(n, 30) == 1, do: 0, else: 1
-
-    RTP.encode(%RTP{
-      marker: true,
-      payload_type: 96,
-      sequence_number: rem(n, 65_536),
-      timestamp: n * 3000,
-      ssrc: 1,
-      payload: <<0x10, keyframe, 0x9D, 0x01, 0x2A, n::32>>
-    })
-  end
-
-  defp opus(n) do
-    RTP.encode(%RTP{
-      payload_type: 111,
-      sequence_number: rem(n, 65_536),
-      timestamp: n * 480,
-      ssrc: 2,
-      payload: <<0xFC, n::32>>
-    })
+    for {kind, track} <- Participant.tracks(participant), track do
+      {:ok, _} = RtpWriter.start_link(specter: ctx.specter, track: track, kind: kind)
+    end
   end
 
   defp tracks_from(participant, publisher, n) do
@@ -86,15 +53,6 @@ defmodule Specter.RoomTest do
   defp packets(ctx, track) do
     {:ok, info} = TrackRemote.info(ctx.specter, track)
     info.packet_count
-  end
-
-  defp eventually(fun, timeout \\ 5_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout
-
-    Stream.repeatedly(fn -> fun.() end)
-    |> Enum.find(fn ok ->
-      ok or (System.monotonic_time(:millisecond) > deadline or (Process.sleep(20) && false))
-    end)
   end
 
   test "participants receive each other's audio, video and data", ctx do

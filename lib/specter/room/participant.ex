@@ -31,6 +31,7 @@ defmodule Specter.Room.Participant do
   use GenServer
 
   alias Specter.{DataChannel, PeerConnection, RtpCodecCapability, TrackLocalStaticRTP}
+  alias Specter.Room.Negotiation
   alias Specter.Signalling.Client
 
   @typedoc "A participant process."
@@ -194,24 +195,8 @@ defmodule Specter.Room.Participant do
     end
   end
 
-  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s) do
-    for c <- Enum.reverse(s.pending_candidates),
-        do: _ = PeerConnection.add_ice_candidate(s.specter, pc, c)
-
-    s = %{s | remote_set: true, pending_candidates: []}
-
-    case :queue.out(s.remote_ops) do
-      {{:value, :offer}, ops} ->
-        _ = PeerConnection.create_answer(s.specter, pc)
-        {:noreply, %{s | remote_ops: ops}}
-
-      {{:value, _}, ops} ->
-        {:noreply, %{s | remote_ops: ops}}
-
-      {:empty, _} ->
-        {:noreply, s}
-    end
-  end
+  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s),
+    do: {:noreply, Negotiation.remote_applied(s.specter, pc, s)}
 
   def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s) do
     signal(s, Specter.Signaller.candidate_message(candidate))
@@ -305,16 +290,8 @@ defmodule Specter.Room.Participant do
     {:noreply, %{s | neg: :answering, remote_ops: :queue.in(:offer, s.remote_ops)}}
   end
 
-  defp on_signal(s, {:candidate, nil}), do: {:noreply, s}
-
-  defp on_signal(s, {:candidate, candidate}) do
-    if s.remote_set do
-      _ = PeerConnection.add_ice_candidate(s.specter, s.pc, candidate)
-      {:noreply, s}
-    else
-      {:noreply, %{s | pending_candidates: [candidate | s.pending_candidates]}}
-    end
-  end
+  defp on_signal(s, {:candidate, candidate}),
+    do: {:noreply, Negotiation.remote_candidate(s.specter, s.pc, s, candidate)}
 
   defp on_signal(s, {:control, :hangup, reason}), do: left(s, {:room_hangup, reason})
   defp on_signal(s, _message), do: {:noreply, s}

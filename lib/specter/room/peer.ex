@@ -21,6 +21,7 @@ defmodule Specter.Room.Peer do
   use GenServer
 
   alias Specter.{DataChannel, PeerConnection}
+  alias Specter.Room.Negotiation
   alias Specter.Signalling.Client
 
   @typedoc "A room-side participant process."
@@ -195,24 +196,8 @@ defmodule Specter.Room.Peer do
     end
   end
 
-  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s) do
-    for c <- Enum.reverse(s.pending_candidates),
-        do: _ = PeerConnection.add_ice_candidate(s.config.specter, pc, c)
-
-    s = %{s | remote_set: true, pending_candidates: []}
-
-    case :queue.out(s.remote_ops) do
-      {{:value, :offer}, ops} ->
-        _ = PeerConnection.create_answer(s.config.specter, pc)
-        {:noreply, %{s | remote_ops: ops}}
-
-      {{:value, _}, ops} ->
-        {:noreply, %{s | remote_ops: ops}}
-
-      {:empty, _} ->
-        {:noreply, s}
-    end
-  end
+  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s),
+    do: {:noreply, Negotiation.remote_applied(s.config.specter, pc, s)}
 
   def handle_info({:rtp_sender, pc, local, sender}, %{pc: pc} = s) do
     case Enum.find(s.subs, fn {_id, sub} -> is_map(sub) and sub.local == local end) do
@@ -309,16 +294,8 @@ defmodule Specter.Room.Peer do
     maybe_offer(%{s | neg: :stable, remote_ops: :queue.in(:answer, s.remote_ops)})
   end
 
-  defp on_signal(s, {:candidate, nil}), do: s
-
-  defp on_signal(s, {:candidate, candidate}) do
-    if s.remote_set do
-      _ = PeerConnection.add_ice_candidate(s.config.specter, s.pc, candidate)
-      s
-    else
-      %{s | pending_candidates: [candidate | s.pending_candidates]}
-    end
-  end
+  defp on_signal(s, {:candidate, candidate}),
+    do: Negotiation.remote_candidate(s.config.specter, s.pc, s, candidate)
 
   defp on_signal(s, _message), do: s
 
