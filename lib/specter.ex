@@ -260,7 +260,9 @@ defmodule Specter do
   Figures of the runtime shared by every instance: `:workers` (OS threads), `:alive_tasks`,
   `:effective_socket_buffer` (bytes the kernel granted the last UDP socket),
   `:refused_sends` and `:refused_resolutions` (datagrams and name resolutions refused by
-  loopback confinement) and `:nudges` (synthetic wake-ups of connection drivers).
+  loopback confinement), `:nudges` (synthetic wake-ups of connection drivers) and
+  `:replayed_checks` (STUN Binding requests that arrived before their connection's remote
+  description and were answered once it was applied).
 
       iex> {:ok, _specter} = Specter.init()
       iex> {:ok, %{workers: workers}} = Specter.runtime_info()

@@ -15,6 +15,7 @@ defmodule Specter.Config do
   | `:mdns` | `:disabled` | `:disabled`, `:query_only` or `:query_and_gather` |
   | `:socket_buffer_size` | `4_194_304` | `SO_RCVBUF`/`SO_SNDBUF` of every UDP socket, bytes (`0` = kernel default) |
   | `:driver_wakeup` | `true` | let a received datagram cut the connection driver's sleep short (setup in ~3 ms instead of ~600 ms) |
+  | `:answer_early_checks` | `true` | answer STUN checks that arrive before the remote description as soon as it is applied (RFC 8445 §7.3; webrtc-rs 0.21.1 drops them, and the remote retransmits on its own timer, often 500 ms later); `false` is webrtc-rs's behaviour |
   | `:ice_disconnected_timeout` | `nil` (5 s) | ms without traffic before ICE reports `:disconnected` |
   | `:ice_failed_timeout` | `nil` (25 s) | ms after `:disconnected` before ICE reports `:failed` |
   | `:ice_keepalive_interval` | `nil` (2 s) | ms between ICE keepalives |
@@ -51,6 +52,7 @@ defmodule Specter.Config do
           mdns: :disabled | :query_only | :query_and_gather,
           socket_buffer_size: non_neg_integer(),
           driver_wakeup: boolean(),
+          answer_early_checks: boolean(),
           ice_disconnected_timeout: pos_integer() | nil,
           ice_failed_timeout: pos_integer() | nil,
           dtls_handshake_timeout: pos_integer(),
@@ -71,6 +73,7 @@ defmodule Specter.Config do
             mdns: :disabled,
             socket_buffer_size: 4 * 1024 * 1024,
             driver_wakeup: true,
+            answer_early_checks: true,
             ice_disconnected_timeout: nil,
             ice_failed_timeout: nil,
             dtls_handshake_timeout: 10_000,
@@ -91,6 +94,7 @@ defmodule Specter.Config do
     :mdns,
     :socket_buffer_size,
     :driver_wakeup,
+    :answer_early_checks,
     :ice_disconnected_timeout,
     :ice_failed_timeout,
     :dtls_handshake_timeout,
@@ -187,7 +191,7 @@ defmodule Specter.Config do
   end
 
   defp put(acc, key, value)
-       when key in [:loopback_only, :driver_wakeup] and is_boolean(value),
+       when key in [:loopback_only, :driver_wakeup, :answer_early_checks] and is_boolean(value),
        do: {:ok, Map.put(acc, key, value)}
 
   defp put(acc, :bind_addresses, value) when is_list(value) do

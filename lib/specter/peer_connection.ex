@@ -403,8 +403,14 @@ defmodule Specter.PeerConnection do
   local description will be sent back, otherwise the caller will receive the pending local
   description.
 
-  The description is sent as it was applied; pass `include_candidates: true` to get it with
-  the local candidates gathered so far (for peers that do not trickle).
+  As W3C's `localDescription`, the description carries every local candidate gathered so
+  far and, once gathering is complete (`{:ice_candidate, pc, nil}`,
+  `{:ice_gathering_state_change, pc, :complete}`), `a=end-of-candidates`. Sending it then is
+  how to negotiate with a peer that does not trickle (a WHIP client, many servers and
+  embedded stacks): no `add_ice_candidate/3` call is needed on either side. Candidates are
+  listed in the first media section, the BUNDLE transport, for component 1 only (RTCP is
+  always multiplexed). Pass `include_candidates: false` to get the description exactly as
+  it was applied, without candidates.
 
   See `current_local_description/2` and `pending_local_description/2`.
 
@@ -439,7 +445,8 @@ defmodule Specter.PeerConnection do
   Sends back the value of the current session description on a peer connection. This will
   send back JSON representing an offer or an answer when the peer connection has had
   `set_local_description/3` called and has successfully negotiated ICE. In all other
-  cases, `nil` will be sent. Accepts `include_candidates: true` like `local_description/3`.
+  cases, `nil` will be sent. Carries the gathered candidates; accepts
+  `include_candidates: false` like `local_description/3`.
 
   See `pending_local_description/2` and `local_description/2`.
 
@@ -462,7 +469,8 @@ defmodule Specter.PeerConnection do
 
   @doc """
   Sends back the value of the session description on a peer connection that is pending
-  connection, or nil. Accepts `include_candidates: true` like `local_description/3`.
+  connection, or nil. Carries the gathered candidates; accepts `include_candidates: false`
+  like `local_description/3`.
 
   ## Usage
 
@@ -600,7 +608,7 @@ defmodule Specter.PeerConnection do
   defp description(specter, pc, which, opts) do
     case opts do
       [] ->
-        Native.pc_description(Specter.native(specter), pc, which, false)
+        Native.pc_description(Specter.native(specter), pc, which, true)
 
       [include_candidates: flag] when is_boolean(flag) ->
         Native.pc_description(Specter.native(specter), pc, which, flag)

@@ -92,14 +92,15 @@ defmodule Specter.PeerConnectionTest do
         assert_receive {:signaling_state, ^pc, :stable}
       end
 
-      # Negotiated: current descriptions are set, pending ones are not.
-      :ok = PeerConnection.current_local_description(specter, a)
+      # Negotiated: current descriptions are set, pending ones are not. As applied, the
+      # local one is the offer; by default it also lists the gathered candidates.
+      :ok = PeerConnection.current_local_description(specter, a, include_candidates: false)
       assert_receive {:current_local_description, ^a, ^offer}
       :ok = PeerConnection.current_remote_description(specter, a)
       assert_receive {:current_remote_description, ^a, ^answer}
       :ok = PeerConnection.pending_local_description(specter, a)
       assert_receive {:pending_local_description, ^a, nil}
-      :ok = PeerConnection.local_description(specter, a, include_candidates: true)
+      :ok = PeerConnection.local_description(specter, a)
       assert_receive {:local_description, ^a, with_candidates}
       assert {:ok, %{"sdp" => sdp}} = Specter.JSON.decode(with_candidates)
       assert sdp =~ "a=candidate:"

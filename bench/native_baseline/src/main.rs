@@ -81,6 +81,7 @@ fn policy() -> Arc<NetPolicy> {
         socket_buffer: env_usize("SPECTER_SOCKET_BUFFER", runtime::DEFAULT_SOCKET_BUFFER),
         loopback_only: true,
         driver_wakeup: env_usize("SPECTER_DRIVER_WAKEUP", 1) == 1,
+        answer_early_checks: env_usize("SPECTER_EARLY_CHECKS", 1) == 1,
     })
 }
 

@@ -18,6 +18,9 @@
 //! * **Loopback confinement.** With `loopback_only`, datagrams to any non-loopback address are
 //!   refused at the socket and host names are never resolved, so nothing but 127.0.0.1 / ::1
 //!   traffic can leave the process even if a STUN or TURN URL is configured.
+//! * **Early checks.** STUN Binding requests that arrive before the connection has applied
+//!   its remote description are kept and handed to the ICE agent again once it has (see
+//!   `Wake::remote_description_applied`): webrtc-rs 0.21.1 drops them unanswered.
 //! * **Idle nudge.** `nudge()` hands the driver one synthetic STUN Binding Indication, which it
 //!   answers by resuming SCTP streams parked by the data-channel read backlog limit (see
 //!   `UdpSocket::poll_recv`).
@@ -53,6 +56,12 @@ pub static REFUSED_SENDS: AtomicU64 = AtomicU64::new(0);
 pub static REFUSED_RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
 /// Synthetic STUN indications injected by `nudge`.
 pub static NUDGES: AtomicU64 = AtomicU64::new(0);
+/// STUN Binding requests that arrived before the remote description and were handed to the
+/// ICE agent again once it was applied (see [`Wake::remote_description_applied`]).
+pub static REPLAYED_CHECKS: AtomicU64 = AtomicU64::new(0);
+
+/// Early Binding requests kept per connection, at most.
+const MAX_HELD_CHECKS: usize = 32;
 
 /// The process-wide tokio runtime, built on first use.
 ///
@@ -89,6 +98,9 @@ pub struct NetPolicy {
     pub loopback_only: bool,
     /// Let a receive cut the driver's next sleep short (see the module docs).
     pub driver_wakeup: bool,
+    /// Hand STUN Binding requests that arrive before the remote description to ICE again
+    /// once it is applied (see [`Wake::remote_description_applied`]).
+    pub answer_early_checks: bool,
 }
 
 impl Default for NetPolicy {
@@ -97,6 +109,7 @@ impl Default for NetPolicy {
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             loopback_only: false,
             driver_wakeup: true,
+            answer_early_checks: true,
         }
     }
 }
@@ -106,14 +119,27 @@ thread_local! {
     static CURRENT_WAKE: Cell<usize> = const { Cell::new(0) };
 }
 
+/// A datagram handed to the driver as if a socket had received it.
+#[derive(Debug)]
+struct Injected {
+    data: Vec<u8>,
+    /// Source address to report.
+    from: SocketAddr,
+    /// Only this socket may deliver it (`None`: any of the connection's sockets).
+    to: Option<SocketAddr>,
+}
+
 /// Per-connection wake-up state shared by its runtime and sockets.
 #[derive(Debug, Default)]
 pub struct Wake {
     /// Set by a successful receive; consumed by the next library sleep.
     kicked: AtomicBool,
-    /// Synthetic datagrams waiting to be handed to the driver, keyed by the socket they
-    /// pretend to arrive on (None = any of this connection's sockets).
-    injected: Mutex<VecDeque<Vec<u8>>>,
+    /// Synthetic datagrams waiting to be handed to the driver.
+    injected: Mutex<VecDeque<Injected>>,
+    /// The remote description has been applied: the ICE agent knows the remote credentials.
+    remote_ready: AtomicBool,
+    /// STUN Binding requests received before that (see `remote_description_applied`).
+    held: Mutex<Vec<Injected>>,
     /// Waker of a socket receive currently pending, so an injection is noticed at once.
     recv_waker: Mutex<Option<std::task::Waker>>,
 }
@@ -138,15 +164,96 @@ impl Wake {
         msg.extend_from_slice(&tid.as_bytes()[..12]);
         if let Ok(mut q) = self.injected.lock() {
             if q.len() < 4 {
-                q.push_back(msg);
+                q.push_back(Injected {
+                    data: msg,
+                    from: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    to: None,
+                });
                 NUDGES.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.wake_receiver();
+    }
+
+    fn wake_receiver(&self) {
         let waker = self.recv_waker.lock().ok().and_then(|mut w| w.take());
         if let Some(w) = waker {
             w.wake();
         }
     }
+
+    /// The connection applied a remote description: ICE can now authenticate and answer
+    /// Binding requests, so the ones that came earlier are handed to it again, from their
+    /// original source on their original socket.
+    ///
+    /// RFC 8445 §7.3 has an agent answer a check at once; a remote that checks as soon as it
+    /// has sent its answer reaches us before the answer does. webrtc-rs 0.21.1's agent drops
+    /// such a request without a response while the remote credentials are unset (`rtc-ice`
+    /// `agent/mod.rs`, "remote_credentials.is_none"), and the remote only retransmits on its
+    /// own timer (500 ms for many stacks), which delays setup by that much.
+    pub fn remote_description_applied(&self) {
+        if self.remote_ready.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let held = self
+            .held
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        if held.is_empty() {
+            return;
+        }
+        REPLAYED_CHECKS.fetch_add(held.len() as u64, Ordering::Relaxed);
+        if let Ok(mut q) = self.injected.lock() {
+            q.extend(held);
+        }
+        self.kicked.store(true, Ordering::Release);
+        self.wake_receiver();
+    }
+
+    /// Keeps a copy of every STUN Binding request in `buf` (`len` bytes of datagrams `stride`
+    /// apart) while the remote description is not applied.
+    fn hold_early_checks(&self, buf: &[u8], meta: &RecvMeta, local: SocketAddr) {
+        if self.remote_ready.load(Ordering::Acquire) {
+            return;
+        }
+        let stride = if meta.stride == 0 {
+            meta.len
+        } else {
+            meta.stride
+        };
+        let Some(data) = buf.get(..meta.len.min(buf.len())) else {
+            return;
+        };
+        for datagram in data.chunks(stride.max(1)) {
+            if !is_binding_request(datagram) {
+                continue;
+            }
+            if let Ok(mut held) = self.held.lock() {
+                if held.len() < MAX_HELD_CHECKS {
+                    held.push(Injected {
+                        data: datagram.to_vec(),
+                        from: meta.addr,
+                        to: Some(local),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes the first injected datagram this socket may deliver.
+    fn take_injected(&self, local: Option<SocketAddr>) -> Option<Injected> {
+        let mut q = self.injected.lock().ok()?;
+        let i = q.iter().position(|m| m.to.is_none() || m.to == local)?;
+        q.remove(i)
+    }
+}
+
+/// A STUN Binding request (RFC 8489: type 0x0001, the magic cookie, a whole header).
+fn is_binding_request(datagram: &[u8]) -> bool {
+    datagram.len() >= 20
+        && datagram[0..2] == [0x00, 0x01]
+        && datagram[4..8] == 0x2112_A442u32.to_be_bytes()
 }
 
 /// The `webrtc::runtime::Runtime` of one peer connection.
@@ -305,8 +412,10 @@ impl Runtime for ConnRuntime {
         let inner = TokioRuntime.wrap_udp_socket(socket)?;
         Ok(Arc::new(UdpSocket {
             inner,
+            local,
             wake: Arc::clone(&self.wake),
             loopback_only: self.policy.loopback_only,
+            hold_early_checks: self.policy.answer_early_checks,
         }))
     }
 
@@ -395,8 +504,12 @@ impl Runtime for ConnRuntime {
 /// injected datagrams, and enforces loopback confinement on sends.
 struct UdpSocket {
     inner: Arc<dyn AsyncUdpSocket>,
+    /// The address it is bound to (its port already chosen).
+    local: SocketAddr,
     wake: Arc<Wake>,
     loopback_only: bool,
+    /// Keep early Binding requests for the ICE agent (`NetPolicy::answer_early_checks`).
+    hold_early_checks: bool,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -429,21 +542,17 @@ impl AsyncUdpSocket for UdpSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        // A synthetic indication first, if one is queued and fits.
-        let injected = self
-            .wake
-            .injected
-            .lock()
-            .ok()
-            .and_then(|mut q| q.pop_front());
-        if let Some(msg) = injected {
+        // An injected datagram first, if one is queued for this socket and fits.
+        let local = self.local;
+        if let Some(msg) = self.wake.take_injected(Some(local)) {
             if let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) {
-                if buf.len() >= msg.len() {
-                    buf[..msg.len()].copy_from_slice(&msg);
+                if buf.len() >= msg.data.len() {
+                    buf[..msg.data.len()].copy_from_slice(&msg.data);
                     let mut out = RecvMeta::default();
-                    out.len = msg.len();
-                    out.stride = msg.len();
-                    out.addr = SocketAddr::from(([0, 0, 0, 0], 0));
+                    out.len = msg.data.len();
+                    out.stride = msg.data.len();
+                    out.addr = msg.from;
+                    out.dst_ip = msg.to.map(|a| a.ip());
                     *m = out;
                     return Poll::Ready(Ok(1));
                 }
@@ -453,6 +562,11 @@ impl AsyncUdpSocket for UdpSocket {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.wake.kicked.store(true, Ordering::Release);
+                    if self.hold_early_checks && !self.wake.remote_ready.load(Ordering::Acquire) {
+                        for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
+                            self.wake.hold_early_checks(buf, m, local);
+                        }
+                    }
                 }
                 Poll::Ready(Ok(n))
             }

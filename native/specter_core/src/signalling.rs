@@ -182,6 +182,35 @@ pub fn description_json(desc: &RTCSessionDescription) -> String {
     .unwrap_or_default()
 }
 
+/// JSON of a local description as W3C's `localDescription` shows it: with every candidate
+/// gathered so far and `a=end-of-candidates` once gathering is complete (webrtc-rs 0.21.1
+/// adds both to the first media section, the BUNDLE transport).
+///
+/// webrtc-rs also writes each candidate a second time as component 2 (RTCP). Its connections
+/// always multiplex RTCP on the RTP port (`a=rtcp-mux`, the only policy it implements), so
+/// those lines name a component that does not exist; they are dropped (RFC 8839 §5.1: with
+/// RTCP multiplexing only component 1 is gathered).
+pub fn local_description_json(desc: &RTCSessionDescription) -> String {
+    let is_rtcp_candidate = |line: &str| {
+        line.strip_prefix("a=candidate:")
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            == Some("2")
+    };
+    if !desc.sdp.lines().any(is_rtcp_candidate) {
+        return description_json(desc);
+    }
+    let sdp: String = desc
+        .sdp
+        .split_inclusive('\n')
+        .filter(|l| !is_rtcp_candidate(l))
+        .collect();
+    serde_json::to_string(&DescriptionJson {
+        sdp_type: desc.sdp_type,
+        sdp: &sdp,
+    })
+    .unwrap_or_default()
+}
+
 /// JSON of a local description without the candidate lines webrtc-rs adds once it has
 /// gathered: the description as it was applied.
 pub fn applied_description_json(desc: &RTCSessionDescription) -> String {
@@ -341,6 +370,26 @@ mod tests {
             description_json(&original),
             serde_json::to_string(&original).unwrap()
         );
+    }
+
+    #[test]
+    fn local_description_keeps_rtp_candidates_and_end_of_candidates() {
+        let with = format!(
+            "{SDP}a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+             a=candidate:1 2 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+             a=end-of-candidates\r\n"
+        );
+        let d = parse_description(&json!({"type": "offer", "sdp": with})).unwrap();
+        let json = local_description_json(&d);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let sdp = v["sdp"].as_str().unwrap();
+        assert!(sdp.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"));
+        assert!(!sdp.contains("a=candidate:1 2 "));
+        assert!(sdp.ends_with("a=end-of-candidates\r\n"));
+        assert_eq!(v["type"], "offer");
+        // Nothing to drop: the description's own JSON.
+        let plain = parse_description(&json!({"type": "answer", "sdp": SDP})).unwrap();
+        assert_eq!(local_description_json(&plain), description_json(&plain));
     }
 
     /// Bounded fuzz: random mutations of valid inputs never panic.

@@ -44,6 +44,7 @@ pub struct Config {
     pub mdns: Mdns,
     pub socket_buffer_size: usize,
     pub driver_wakeup: bool,
+    pub answer_early_checks: bool,
     pub ice_disconnected_timeout: Option<u64>,
     pub ice_failed_timeout: Option<u64>,
     /// ms the DTLS handshake may take once ICE is connected (see `PcEvents::watch_dtls`).
@@ -63,6 +64,7 @@ impl Config {
             socket_buffer: self.socket_buffer_size,
             loopback_only: self.loopback_only,
             driver_wakeup: self.driver_wakeup,
+            answer_early_checks: self.answer_early_checks,
         })
     }
 

@@ -19,13 +19,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::transport::IceTransport;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCBundlePolicy,
-    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
-    RTCIceConnectionState, RTCIceGatheringState, RTCIceTransportPolicy,
-    RTCPeerConnectionIceErrorEvent, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCRtcpMuxPolicy, RTCSdpType, RTCSessionDescription, RTCSignalingState, RTCStatsReportEntry,
-    StatsSelector,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceCandidate, RTCIceCandidateInit,
+    RTCIceCandidateType, RTCIceConnectionState, RTCIceGatheringState, RTCIceProtocol,
+    RTCIceTransportPolicy, RTCPeerConnectionIceErrorEvent, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCRtcpMuxPolicy, RTCSdpType, RTCSessionDescription, RTCSignalingState,
+    RTCStatsReportEntry, StatsSelector,
 };
 
 use rtc::peer_connection::configuration::{RTCAnswerOptions, RTCOfferOptions};
@@ -39,7 +40,7 @@ use crate::mailbox;
 use crate::specter::{instance, lock, new_id, string_arg, Api, Instance};
 use specter_core::runtime::{ConnRuntime, Wake};
 use specter_core::signalling::{
-    self, applied_description_json, candidate_context, description_json,
+    self, applied_description_json, candidate_context, description_json, local_description_json,
 };
 
 /// Largest session description or candidate accepted, in bytes of JSON.
@@ -885,6 +886,8 @@ fn pc_set_remote_description<'a>(
             "set_remote_description",
             move |pc| async move {
                 pc.set_remote_description(desc).await?;
+                // Checks that arrived before it are answered now (RFC 8445 §7.3).
+                wake.remote_description_applied();
                 // Candidates inside the description start checks now rather than at the next tick.
                 wake.nudge();
                 Ok(reply(|env, pc| {
@@ -897,14 +900,34 @@ fn pc_set_remote_description<'a>(
     encode_result(env, res)
 }
 
+/// The connection's ICE transport: through its SCTP transport, or a transceiver's DTLS
+/// transport for a connection without data channels. `None` before a transport exists.
+pub async fn ice_transport(pc: &Arc<dyn PeerConnection>) -> Option<Arc<dyn IceTransport>> {
+    if let Some(sctp) = pc.sctp().await {
+        return Some(sctp.transport().ice_transport());
+    }
+    for sender in pc.get_senders().await {
+        if let Ok(Some(dtls)) = sender.transport().await {
+            return Some(dtls.ice_transport());
+        }
+    }
+    for receiver in pc.get_receivers().await {
+        if let Ok(Some(dtls)) = receiver.transport().await {
+            return Some(dtls.ice_transport());
+        }
+    }
+    None
+}
+
 /// Whether ICE already knows the candidate's transport address as a peer-reflexive remote
 /// candidate: the remote's checks arrived before its trickled candidate did.
 ///
 /// webrtc-rs 0.21.1 would add the candidate as a second remote candidate with the same
 /// address; the responses to checks on its pair are attributed to the peer-reflexive pair, so
-/// the better-looking pair never succeeds and nomination waits a whole check interval. The
-/// address is already reachable through the peer-reflexive candidate, so nothing is lost by
-/// not adding it again.
+/// the better-looking pair never succeeds and the selected pair names a candidate the remote
+/// never listed. The address is already reachable through the peer-reflexive candidate, so
+/// nothing is lost by not adding it again. What ICE learned is read from the agent's own
+/// remote candidate list (webrtc-rs creates no stats for peer-reflexive candidates).
 async fn learned_as_prflx(pc: &Arc<dyn PeerConnection>, candidate: &RTCIceCandidateInit) -> bool {
     let body = candidate
         .candidate
@@ -916,22 +939,19 @@ async fn learned_as_prflx(pc: &Arc<dyn PeerConnection>, candidate: &RTCIceCandid
     let Ok(c) = rtc::ice::candidate::unmarshal_candidate(body) else {
         return false;
     };
-    let protocol = if c.network_type().is_tcp() {
-        "tcp"
-    } else {
-        "udp"
+    let Some(ice) = ice_transport(pc).await else {
+        return false;
     };
-    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    let known = report.iter().any(|entry| match entry {
-        RTCStatsReportEntry::RemoteCandidate(s) => {
-            s.candidate_type == RTCIceCandidateType::Prflx
-                && s.port == c.port()
-                && s.address.as_deref() == Some(c.address())
-                && s.protocol.eq_ignore_ascii_case(protocol)
-        }
-        _ => false,
-    });
-    known
+    let Ok(remotes) = ice.get_remote_candidates().await else {
+        return false;
+    };
+    let tcp = c.network_type().is_tcp();
+    remotes.iter().any(|r| {
+        r.typ == RTCIceCandidateType::Prflx
+            && r.port == c.port()
+            && r.address == c.address()
+            && (r.protocol == RTCIceProtocol::Tcp) == tcp
+    })
 }
 
 #[rustler::nif]
@@ -1009,10 +1029,12 @@ fn pc_description<'a>(
                 _ => pc.pending_remote_description().await,
             };
             let json = desc.as_ref().map(|d| {
-                if kind <= 2 && !include_candidates {
-                    applied_description_json(d)
-                } else {
+                if kind > 2 {
                     description_json(d)
+                } else if include_candidates {
+                    local_description_json(d)
+                } else {
+                    applied_description_json(d)
                 }
             });
             Ok(reply(move |env, pc| {
@@ -1124,6 +1146,83 @@ fn repair_candidate_links(obj: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// webrtc-rs 0.21.1 registers candidate stats only for candidates gathered locally or
+/// trickled in with `add_ice_candidate`: candidates from the remote description and
+/// peer-reflexive ones (learned from checks, on either side) have none, so the selected
+/// pair's `localCandidateId`/`remoteCandidateId` can name nothing. Every candidate the ICE
+/// agent knows gets an entry (W3C `RTCIceCandidateStats`), built from the agent's own list.
+async fn add_missing_candidate_stats(
+    pc: &Arc<dyn PeerConnection>,
+    obj: &mut serde_json::Map<String, Value>,
+) {
+    let Some(ice) = ice_transport(pc).await else {
+        return;
+    };
+    let (timestamp, transport_id) = obj
+        .values()
+        .find(|v| v.get("type").and_then(Value::as_str) == Some("transport"))
+        .map(|t| (t["timestamp"].clone(), t["id"].clone()))
+        .unwrap_or((Value::Null, Value::Null));
+    let ufrag = |params: Option<webrtc::peer_connection::RTCIceParameters>| {
+        params.map(|p| p.username_fragment).unwrap_or_default()
+    };
+    let sides = [
+        (
+            ice.get_local_candidates().await.unwrap_or_default(),
+            "local-candidate",
+            "RTCLocalIceCandidate_",
+            ufrag(ice.get_local_parameters().await.ok().flatten()),
+        ),
+        (
+            ice.get_remote_candidates().await.unwrap_or_default(),
+            "remote-candidate",
+            "RTCRemoteIceCandidate_",
+            ufrag(ice.get_remote_parameters().await.ok().flatten()),
+        ),
+    ];
+    for (candidates, typ, prefix, ufrag) in sides {
+        for c in candidates {
+            let id = format!("{prefix}{}", c.id);
+            if obj.contains_key(&c.id) || obj.contains_key(&id) {
+                continue;
+            }
+            obj.insert(
+                id.clone(),
+                candidate_stats(&c, &id, typ, &timestamp, &transport_id, &ufrag),
+            );
+        }
+    }
+}
+
+fn candidate_stats(
+    c: &RTCIceCandidate,
+    id: &str,
+    typ: &str,
+    timestamp: &Value,
+    transport_id: &Value,
+    ufrag: &str,
+) -> Value {
+    let enc = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+    serde_json::json!({
+        "id": id,
+        "type": typ,
+        "timestamp": timestamp,
+        "transportId": transport_id,
+        "address": c.address,
+        "port": c.port,
+        "protocol": c.protocol.to_string(),
+        "candidateType": enc(serde_json::to_value(c.typ)),
+        "priority": c.priority,
+        "url": "",
+        "relayProtocol": enc(serde_json::to_value(c.relay_protocol)),
+        "foundation": c.foundation,
+        "relatedAddress": c.related_address,
+        "relatedPort": c.related_port,
+        "usernameFragment": ufrag,
+        "tcpType": enc(serde_json::to_value(c.tcp_type)),
+    })
+}
+
 #[rustler::nif]
 fn pc_get_stats<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, as_map: bool) -> Term<'a> {
     let res = (|| {
@@ -1140,6 +1239,7 @@ fn pc_get_stats<'a>(env: Env<'a>, specter: Term<'a>, pc: Term<'a>, as_map: bool)
                         obj.insert(entry.id().to_owned(), v);
                     }
                 }
+                add_missing_candidate_stats(&pc, &mut obj).await;
                 repair_candidate_links(&mut obj);
                 let value = Value::Object(obj);
                 Ok(if as_map {

@@ -454,7 +454,7 @@ fn runtime_info<'a>(env: Env<'a>) -> Term<'a> {
         .map_err(Error::RuntimeUnavailable)
         .map(|rt| {
             let m = rt.metrics();
-            let pairs: [(&str, u64); 6] = [
+            let pairs: [(&str, u64); 7] = [
                 ("workers", m.num_workers() as u64),
                 ("alive_tasks", m.num_alive_tasks() as u64),
                 (
@@ -473,6 +473,10 @@ fn runtime_info<'a>(env: Env<'a>) -> Term<'a> {
                 (
                     "nudges",
                     runtime::NUDGES.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                (
+                    "replayed_checks",
+                    runtime::REPLAYED_CHECKS.load(std::sync::atomic::Ordering::Relaxed),
                 ),
             ];
             let mut map = rustler::types::map::map_new(env);
