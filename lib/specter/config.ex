@@ -13,6 +13,7 @@ defmodule Specter.Config do
   | `:interfaces` | `[]` | interface names (e.g. `"eth0"`); their addresses are added to `:bind_addresses` |
   | `:udp_port_range` | `nil` | `{min, max}`: ports each connection binds from |
   | `:mdns` | `:disabled` | `:disabled`, `:query_only` or `:query_and_gather` |
+  | `:answering_dtls_role` | `:auto` | DTLS role of a connection that answers: `:client` (`a=setup:active`), `:server` (`a=setup:passive`, the offerer becomes the client) or `:auto` (`:client`, as browsers) |
   | `:socket_buffer_size` | `4_194_304` | `SO_RCVBUF`/`SO_SNDBUF` of every UDP socket, bytes (`0` = kernel default) |
   | `:driver_wakeup` | `true` | let a received datagram cut the connection driver's sleep short (setup in ~3 ms instead of ~600 ms) |
   | `:answer_early_checks` | `true` | answer STUN checks that arrive before the remote description as soon as it is applied (RFC 8445 §7.3; webrtc-rs 0.21.1 drops them, and the remote retransmits on its own timer, often 500 ms later); `false` is webrtc-rs's behaviour |
@@ -50,6 +51,7 @@ defmodule Specter.Config do
           interfaces: [String.t()],
           udp_port_range: {1..65_535, 1..65_535} | nil,
           mdns: :disabled | :query_only | :query_and_gather,
+          answering_dtls_role: :auto | :client | :server,
           socket_buffer_size: non_neg_integer(),
           driver_wakeup: boolean(),
           answer_early_checks: boolean(),
@@ -71,6 +73,7 @@ defmodule Specter.Config do
             interfaces: [],
             udp_port_range: nil,
             mdns: :disabled,
+            answering_dtls_role: :auto,
             socket_buffer_size: 4 * 1024 * 1024,
             driver_wakeup: true,
             answer_early_checks: true,
@@ -92,6 +95,7 @@ defmodule Specter.Config do
     :interfaces,
     :udp_port_range,
     :mdns,
+    :answering_dtls_role,
     :socket_buffer_size,
     :driver_wakeup,
     :answer_early_checks,
@@ -226,6 +230,9 @@ defmodule Specter.Config do
 
   defp put(acc, :mdns, value) when value in [:disabled, :query_only, :query_and_gather],
     do: {:ok, %{acc | mdns: value}}
+
+  defp put(acc, :answering_dtls_role, value) when value in [:auto, :client, :server],
+    do: {:ok, %{acc | answering_dtls_role: value}}
 
   defp put(acc, key, value)
        when key in [:socket_buffer_size, :data_channel_receive_buffer] and is_integer(value) and

@@ -117,6 +117,32 @@ defmodule Specter.NegotiationTest do
     end
   end
 
+  describe "DTLS roles" do
+    test "an answerer with answering_dtls_role: :server answers a=setup:passive and connects",
+         %{specter: specter} do
+      {:ok, server} = Specter.init(answering_dtls_role: :server)
+      a = new_pc!(specter)
+      b = new_pc!(server)
+      {:ok, dc} = DataChannel.create(specter, a, "chat")
+      :ok = PeerConnection.create_offer(specter, a)
+      assert_receive {:offer, ^a, offer}
+      offer = complete_local!(specter, a, offer)
+      :ok = PeerConnection.set_remote_description(server, b, offer)
+      assert_receive {:ok, ^b, :set_remote_description}
+      :ok = PeerConnection.create_answer(server, b)
+      assert_receive {:answer, ^b, answer}
+      assert sdp(answer) =~ "a=setup:passive\r\n"
+      answer = complete_local!(server, b, answer)
+      :ok = PeerConnection.set_remote_description(specter, a, answer)
+      assert_receive {:ok, ^a, :set_remote_description}
+      await_connected!(a, b)
+      assert_receive {:data_channel_open, ^dc}, 5_000
+      assert_receive {:data_channel, ^b, remote}, 5_000
+      :ok = DataChannel.send_text(specter, dc, "client hello")
+      assert_receive {:data_channel_message, ^remote, {:text, "client hello"}}, 5_000
+    end
+  end
+
   describe "a connectivity check that arrives before the answer" do
     test "is answered as soon as the remote description is applied", %{specter: specter} do
       a = new_pc!(specter)

@@ -58,14 +58,15 @@ defmodule Specter.SecurityTest do
     %{"type" => type, "sdp" => forged}
   end
 
-  # Relays candidates between a and b and records everything for `ms`, or until both
-  # connections are :failed or :closed.
-  defp watch(a, b, specter, ms) do
+  # Relays candidates between a (in instance sa) and b (in sb) and records everything for
+  # `ms`, or until both connections are :failed or :closed.
+  defp watch(a, b, {sa, sb}, ms) do
     deadline = System.monotonic_time(:millisecond) + ms
-    watch_loop(specter, a, b, deadline, %{states: %{a => [], b => []}, opened: [], messages: []})
+    acc = %{states: %{a => [], b => []}, opened: [], messages: []}
+    watch_loop(%{a => sb, b => sa}, a, b, deadline, acc)
   end
 
-  defp watch_loop(specter, a, b, deadline, acc) do
+  defp watch_loop(peer_instance, a, b, deadline, acc) do
     done? = Enum.all?([a, b], fn pc -> Enum.any?(acc.states[pc], &(&1 in [:failed, :closed])) end)
 
     remaining = deadline - System.monotonic_time(:millisecond)
@@ -76,34 +77,54 @@ defmodule Specter.SecurityTest do
       receive do
         {:ice_candidate, from, c} when is_binary(c) and from in [a, b] ->
           to = if from == a, do: b, else: a
-          _ = PeerConnection.add_ice_candidate(specter, to, c)
-          watch_loop(specter, a, b, deadline, acc)
+          _ = PeerConnection.add_ice_candidate(peer_instance[from], to, c)
+          watch_loop(peer_instance, a, b, deadline, acc)
 
         {:connection_state_change, pc, state} when pc in [a, b] ->
           acc = update_in(acc, [:states, pc], &(&1 ++ [state]))
-          watch_loop(specter, a, b, deadline, acc)
+          watch_loop(peer_instance, a, b, deadline, acc)
 
         {:data_channel_open, dc} ->
-          watch_loop(specter, a, b, deadline, %{acc | opened: [dc | acc.opened]})
+          watch_loop(peer_instance, a, b, deadline, %{acc | opened: [dc | acc.opened]})
 
         {:data_channel_message, dc, m} ->
-          watch_loop(specter, a, b, deadline, %{acc | messages: [{dc, m} | acc.messages]})
+          watch_loop(peer_instance, a, b, deadline, %{acc | messages: [{dc, m} | acc.messages]})
 
         _ ->
-          watch_loop(specter, a, b, deadline, acc)
+          watch_loop(peer_instance, a, b, deadline, acc)
       after
-        min(remaining, 100) -> watch_loop(specter, a, b, deadline, acc)
+        min(remaining, 100) -> watch_loop(peer_instance, a, b, deadline, acc)
       end
     end
   end
 
-  for forged_side <- [:answer, :offer] do
-    test "a DTLS certificate that does not match the #{forged_side}'s fingerprint fails the connection" do
+  # Every combination of which description carries the forged fingerprint and which DTLS
+  # role the answerer takes, so the side that must refuse is, in turn, the DTLS client
+  # (active) and the DTLS server (passive), as offerer and as answerer.
+  for {forged_side, answerer_role} <- [
+        {:offer, :auto},
+        {:answer, :auto},
+        {:offer, :server},
+        {:answer, :server}
+      ] do
+    victim_role =
+      case {forged_side, answerer_role} do
+        {:offer, :auto} -> "DTLS client (active), answering"
+        {:answer, :auto} -> "DTLS server (passive), offering"
+        {:offer, :server} -> "DTLS server (passive), answering"
+        {:answer, :server} -> "DTLS client (active), offering"
+      end
+
+    test "a certificate that does not match the #{forged_side}'s fingerprint fails the connection for the #{victim_role} side" do
       # webrtc-rs only logs the handshake error; Specter fails the connection once the
       # handshake has not completed `dtls_handshake_timeout` ms after ICE connected.
       {:ok, s} = Specter.init(dtls_handshake_timeout: 1_000)
+
+      {:ok, sb} =
+        Specter.init(dtls_handshake_timeout: 1_000, answering_dtls_role: unquote(answerer_role))
+
       a = new_pc!(s)
-      b = new_pc!(s)
+      b = new_pc!(sb)
       {:ok, dc_a} = DataChannel.create(s, a, "chat")
       :ok = PeerConnection.create_offer(s, a)
       assert_receive {:offer, ^a, offer}
@@ -111,12 +132,17 @@ defmodule Specter.SecurityTest do
       assert_receive {:ok, ^a, :set_local_description}
 
       offer_for_b = if unquote(forged_side) == :offer, do: forge_fingerprint(offer), else: offer
-      :ok = PeerConnection.set_remote_description(s, b, offer_for_b)
+      :ok = PeerConnection.set_remote_description(sb, b, offer_for_b)
       assert_receive {:ok, ^b, :set_remote_description}
-      :ok = PeerConnection.create_answer(s, b)
+      :ok = PeerConnection.create_answer(sb, b)
       assert_receive {:answer, ^b, answer}
-      :ok = PeerConnection.set_local_description(s, b, answer)
+      :ok = PeerConnection.set_local_description(sb, b, answer)
       assert_receive {:ok, ^b, :set_local_description}
+
+      # The roles are the ones the test names.
+      {:ok, %{"sdp" => answer_sdp}} = Specter.JSON.decode(answer)
+      setup = if unquote(answerer_role) == :server, do: "passive", else: "active"
+      assert answer_sdp =~ "a=setup:#{setup}\r\n"
 
       answer_for_a =
         if unquote(forged_side) == :answer, do: forge_fingerprint(answer), else: answer
@@ -125,9 +151,9 @@ defmodule Specter.SecurityTest do
       assert_receive {:ok, ^a, :set_remote_description}
 
       # The side holding the forged fingerprint is the one that must refuse.
-      victim = if unquote(forged_side) == :answer, do: a, else: b
+      {victim, victim_instance} = if unquote(forged_side) == :answer, do: {a, s}, else: {b, sb}
       started = System.monotonic_time(:millisecond)
-      seen = watch(a, b, s, 8_000)
+      seen = watch(a, b, {s, sb}, 8_000)
 
       # Both sides end :failed (the handshake never completes: one refuses the other's
       # certificate and sends no Finished), within the handshake timeout plus ICE.
@@ -142,7 +168,7 @@ defmodule Specter.SecurityTest do
       end
 
       assert System.monotonic_time(:millisecond) - started < 8_000
-      assert :ok = PeerConnection.connection_state(s, victim)
+      assert :ok = PeerConnection.connection_state(victim_instance, victim)
       assert_receive {:connection_state, ^victim, state} when state in [:failed, :closed]
       assert seen.opened == [], "a data channel opened: #{inspect(seen.opened)}"
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rustler::{NifMap, NifStruct, NifUnitEnum, NifUntaggedEnum};
 use webrtc::peer_connection::{RTCIceServer, SettingEngine, SettingEngineBuilder};
 
@@ -21,6 +22,18 @@ pub enum Mdns {
     Disabled,
     QueryOnly,
     QueryAndGather,
+}
+
+/// The DTLS role a connection takes when it answers (RFC 8842 §5: the answerer picks
+/// `a=setup:active` or `passive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
+pub enum DtlsRole {
+    /// webrtc-rs's choice: the answerer is the DTLS client (`a=setup:active`), as browsers.
+    Auto,
+    /// `a=setup:active`.
+    Client,
+    /// `a=setup:passive`: the offerer becomes the DTLS client.
+    Server,
 }
 
 /// How incoming data channel messages are delivered at first: `true`, `false`, `:once` or a
@@ -42,6 +55,7 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub udp_port_range: Option<(u16, u16)>,
     pub mdns: Mdns,
+    pub answering_dtls_role: DtlsRole,
     pub socket_buffer_size: usize,
     pub driver_wakeup: bool,
     pub answer_early_checks: bool,
@@ -96,8 +110,14 @@ impl Config {
             Mdns::QueryOnly => MulticastDnsMode::QueryOnly,
             Mdns::QueryAndGather => MulticastDnsMode::QueryAndGather,
         };
+        let dtls_role = match self.answering_dtls_role {
+            DtlsRole::Auto => RTCDtlsRole::Unspecified,
+            DtlsRole::Client => RTCDtlsRole::Client,
+            DtlsRole::Server => RTCDtlsRole::Server,
+        };
         let mut builder = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mdns)
+            .with_answering_dtls_role(dtls_role)
             .with_include_loopback_candidate(self.binds_loopback())
             .with_prflx_acceptance_min_wait(ms(self.ice_prflx_acceptance_wait))
             .with_ice_connection_attempts(
