@@ -8,9 +8,12 @@
 # interval), to show what each buys. Then the "early check" case, with and without
 # `answer_early_checks`: the remote gets a complete offer (candidates in the SDP), answers
 # and checks at once; it never trickles and its answer lists no candidate, and it reaches
-# the offerer 2 ms after the remote applied it (a signalling hop). The remote retransmits
-# its checks every 500 ms (`ice_check_interval: 500`, as many stacks' first retransmission),
-# so a first check the offerer drops costs ~500 ms.
+# the offerer 2 ms after the remote applied it (a signalling hop). The remote is another
+# Specter instance with `ice_check_interval: 500`; measured, its next check after a dropped
+# one arrives ~200 ms later (webrtc-rs's ICE tick), so a first check the offerer drops
+# costs that much. With the webrtc-rs default prflx acceptance wait (1 s), every setup whose
+# check beats the trickled candidate waits 1 s: Specter does not add a trickled candidate ICE
+# already learned as peer-reflexive, so the prflx pair is the one nominated.
 
 Code.require_file("bench_support.exs", __DIR__)
 

@@ -156,11 +156,16 @@ async fn connect_pair() -> Pair {
         .await
         .expect("sld");
     b.pc.set_remote_description(offer).await.expect("srd");
+    // As the NIF does after every set_remote_description.
+    b.wake.remote_description_applied();
+    b.wake.nudge();
     let answer = b.pc.create_answer(None).await.expect("answer");
     b.pc.set_local_description(answer.clone())
         .await
         .expect("sld");
     a.pc.set_remote_description(answer).await.expect("srd");
+    a.wake.remote_description_applied();
+    a.wake.nudge();
 
     let (mut a_conn, mut b_conn) = (false, false);
     let mut a_open = false;
