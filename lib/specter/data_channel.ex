@@ -143,7 +143,7 @@ defmodule Specter.DataChannel do
 
     with {:ok, init} <- init_options(opts),
          :ok <- valid_batch(batch),
-         {:ok, dc} <- Native.dc_create(Specter.native(specter), pc, label, init, false) do
+         {:ok, dc} <- Native.dc_create(Specter.native(specter), pc, label, init, :pc_and_channel) do
       if batch != 1, do: :ok = set_batch(specter, dc, batch)
       {:ok, dc}
     end

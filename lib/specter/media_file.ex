@@ -43,7 +43,7 @@ defmodule Specter.MediaFile do
   def play(specter, track, path, opts \\ []) do
     with {:ok, fps, repeat} <- play_opts(opts),
          {:ok, path} <- path(path) do
-      Native.mf_play(Specter.native(specter), track, path, fps, repeat)
+      Native.media_file_play(Specter.native(specter), track, path, fps, repeat)
     end
   end
 
@@ -90,7 +90,7 @@ defmodule Specter.MediaFile do
       {:error, :not_found}
   """
   @spec stop_play(Specter.t(), player_t()) :: :ok | {:error, Specter.error()}
-  def stop_play(specter, player), do: Native.mf_stop_play(Specter.native(specter), player)
+  def stop_play(specter, player), do: Native.media_file_stop_play(Specter.native(specter), player)
 
   @doc """
   Records a remote track to `path` until `stop_record/2`, or the track or its connection
@@ -106,7 +106,8 @@ defmodule Specter.MediaFile do
   def record(specter, track, path, opts \\ [])
 
   def record(specter, track, path, []) do
-    with {:ok, path} <- path(path), do: Native.mf_record(Specter.native(specter), track, path)
+    with {:ok, path} <- path(path),
+         do: Native.media_file_record(Specter.native(specter), track, path)
   end
 
   def record(_specter, _track, _path, [{key, _} | _]) when is_atom(key),
@@ -124,5 +125,5 @@ defmodule Specter.MediaFile do
   """
   @spec stop_record(Specter.t(), recorder_t()) :: :ok | {:error, Specter.error()}
   def stop_record(specter, recorder),
-    do: Native.mf_stop_record(Specter.native(specter), recorder)
+    do: Native.media_file_stop_record(Specter.native(specter), recorder)
 end

@@ -63,11 +63,11 @@ defmodule Specter.Native do
   def pc_get_transceivers(_specter, _pc), do: nif()
   def pc_get_senders(_specter, _pc), do: nif()
   def pc_get_receivers(_specter, _pc), do: nif()
-  def tx_set_direction(_specter, _pc, _transceiver, _direction), do: nif()
-  def tx_stop(_specter, _pc, _transceiver), do: nif()
+  def transceiver_set_direction(_specter, _pc, _transceiver, _direction), do: nif()
+  def transceiver_stop(_specter, _pc, _transceiver), do: nif()
 
   # Specter.DataChannel
-  def dc_create(_specter, _pc, _label, _opts, _seed_reply), do: nif()
+  def dc_create(_specter, _pc, _label, _opts, _created), do: nif()
   def dc_send(_specter, _dc, _data, _text), do: nif()
   def dc_close(_specter, _dc), do: nif()
   def dc_ready_state(_specter, _dc), do: nif()
@@ -78,30 +78,30 @@ defmodule Specter.Native do
   def dc_set_buffered_amount_low_threshold(_specter, _dc, _threshold), do: nif()
 
   # Specter.TrackLocalStaticSample
-  def track_new(_specter, _codec, _id, _stream_id), do: nif()
-  def track_exists(_specter, _track), do: nif()
-  def track_write_sample(_specter, _track, _data, _duration_us), do: nif()
-  def track_close(_specter, _track), do: nif()
+  def track_local_new(_specter, _codec, _id, _stream_id), do: nif()
+  def track_local_exists(_specter, _track), do: nif()
+  def track_local_write_sample(_specter, _track, _data, _duration_us), do: nif()
+  def track_local_close(_specter, _track), do: nif()
 
   # Specter.TrackLocalStaticRTP
-  def rtp_track_new(_specter, _codec, _id, _stream_id), do: nif()
-  def rtp_track_write_rtp(_specter, _track, _packet), do: nif()
+  def track_local_rtp_new(_specter, _codec, _id, _stream_id), do: nif()
+  def track_local_rtp_write_rtp(_specter, _track, _packet), do: nif()
 
   # Specter.TrackRemote
-  def tr_exists(_specter, _track), do: nif()
-  def tr_set_active(_specter, _track, _active), do: nif()
-  def tr_info(_specter, _track), do: nif()
-  def tr_request_keyframe(_specter, _track, _fir), do: nif()
-  def tr_forward(_specter, _track, _local), do: nif()
-  def tr_unforward(_specter, _track, _local), do: nif()
-  def tr_relay(_specter, _track, _pid), do: nif()
-  def tr_unrelay(_specter, _track, _pid), do: nif()
+  def track_remote_exists(_specter, _track), do: nif()
+  def track_remote_set_active(_specter, _track, _active), do: nif()
+  def track_remote_info(_specter, _track), do: nif()
+  def track_remote_request_keyframe(_specter, _track, _fir), do: nif()
+  def track_remote_forward(_specter, _track, _local), do: nif()
+  def track_remote_unforward(_specter, _track, _local), do: nif()
+  def track_remote_relay(_specter, _track, _pid), do: nif()
+  def track_remote_unrelay(_specter, _track, _pid), do: nif()
 
   # Specter.MediaFile
-  def mf_play(_specter, _track, _path, _fps, _repeat), do: nif()
-  def mf_stop_play(_specter, _player), do: nif()
-  def mf_record(_specter, _track, _path), do: nif()
-  def mf_stop_record(_specter, _recorder), do: nif()
+  def media_file_play(_specter, _track, _path, _fps, _repeat), do: nif()
+  def media_file_stop_play(_specter, _player), do: nif()
+  def media_file_record(_specter, _track, _path), do: nif()
+  def media_file_stop_record(_specter, _recorder), do: nif()
 
   # Specter.JSON
   def json_decode(_text), do: nif()

@@ -724,7 +724,7 @@ defmodule Specter.PeerConnection do
   """
   @spec create_data_channel(Specter.t(), t(), String.t()) :: :ok | {:error, Specter.error()}
   def create_data_channel(specter, pc, label) do
-    with {:ok, _dc} <- Native.dc_create(Specter.native(specter), pc, label, %{}, true), do: :ok
+    with {:ok, _dc} <- Native.dc_create(Specter.native(specter), pc, label, %{}, :pc), do: :ok
   end
 
   @doc """

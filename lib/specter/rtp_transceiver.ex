@@ -37,7 +37,7 @@ defmodule Specter.RtpTransceiver do
           :ok | {:error, Specter.error()}
   def set_direction(specter, pc, transceiver, direction)
       when direction in [:sendrecv, :sendonly, :recvonly, :inactive] do
-    Native.tx_set_direction(Specter.native(specter), pc, transceiver, direction)
+    Native.transceiver_set_direction(Specter.native(specter), pc, transceiver, direction)
   end
 
   def set_direction(_specter, _pc, _transceiver, _direction),
@@ -57,5 +57,5 @@ defmodule Specter.RtpTransceiver do
   """
   @spec stop(Specter.t(), Specter.PeerConnection.t(), t()) :: :ok | {:error, Specter.error()}
   def stop(specter, pc, transceiver),
-    do: Native.tx_stop(Specter.native(specter), pc, transceiver)
+    do: Native.transceiver_stop(Specter.native(specter), pc, transceiver)
 end

@@ -27,7 +27,7 @@ defmodule Specter.TrackLocalStaticRTP do
           {:ok, t()} | {:error, Specter.error()}
   def new(specter, codec, track_id, stream_id) do
     with {:ok, codec} <- Specter.RtpCodecCapability.to_native(codec) do
-      Native.rtp_track_new(Specter.native(specter), codec, track_id, stream_id)
+      Native.track_local_rtp_new(Specter.native(specter), codec, track_id, stream_id)
     end
   end
 
@@ -47,7 +47,7 @@ defmodule Specter.TrackLocalStaticRTP do
   """
   @spec write_rtp(Specter.t(), t(), binary()) :: :ok | {:error, Specter.error()}
   def write_rtp(specter, track, packet),
-    do: Native.rtp_track_write_rtp(Specter.native(specter), track, packet)
+    do: Native.track_local_rtp_write_rtp(Specter.native(specter), track, packet)
 
   @doc """
   Whether a track exists.
@@ -57,7 +57,7 @@ defmodule Specter.TrackLocalStaticRTP do
       false
   """
   @spec exists?(Specter.t(), t()) :: boolean()
-  def exists?(specter, track), do: Native.track_exists(Specter.native(specter), track)
+  def exists?(specter, track), do: Native.track_local_exists(Specter.native(specter), track)
 
   @doc """
   Forgets the track. Its senders stay on their connections but send nothing until
@@ -71,5 +71,5 @@ defmodule Specter.TrackLocalStaticRTP do
       {:error, :invalid_track}
   """
   @spec close(Specter.t(), t()) :: :ok | {:error, Specter.error()}
-  def close(specter, track), do: Native.track_close(Specter.native(specter), track)
+  def close(specter, track), do: Native.track_local_close(Specter.native(specter), track)
 end

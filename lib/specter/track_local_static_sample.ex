@@ -23,7 +23,7 @@ defmodule Specter.TrackLocalStaticSample do
           {:ok, t()} | {:error, Specter.error()}
   def new(specter, codec, track_id, stream_id) do
     with {:ok, codec} <- Specter.RtpCodecCapability.to_native(codec) do
-      Specter.Native.track_new(Specter.native(specter), codec, track_id, stream_id)
+      Specter.Native.track_local_new(Specter.native(specter), codec, track_id, stream_id)
     end
   end
 
@@ -35,7 +35,8 @@ defmodule Specter.TrackLocalStaticSample do
       false
   """
   @spec exists?(Specter.t(), t()) :: boolean()
-  def exists?(specter, track), do: Specter.Native.track_exists(Specter.native(specter), track)
+  def exists?(specter, track),
+    do: Specter.Native.track_local_exists(Specter.native(specter), track)
 
   @doc """
   Queues one encoded sample (an Opus packet, a VP8/VP9/AV1 frame, an H.264 access unit in
@@ -62,7 +63,7 @@ defmodule Specter.TrackLocalStaticSample do
         ) :: :ok | {:error, Specter.error()}
   def write_sample(specter, track, data, duration) do
     with {:ok, us} <- duration_us(duration) do
-      Specter.Native.track_write_sample(Specter.native(specter), track, data, us)
+      Specter.Native.track_local_write_sample(Specter.native(specter), track, data, us)
     end
   end
 
@@ -88,5 +89,5 @@ defmodule Specter.TrackLocalStaticSample do
       false
   """
   @spec close(Specter.t(), t()) :: :ok | {:error, Specter.error()}
-  def close(specter, track), do: Specter.Native.track_close(Specter.native(specter), track)
+  def close(specter, track), do: Specter.Native.track_local_close(Specter.native(specter), track)
 end

@@ -67,7 +67,7 @@ defmodule Specter.TrackRemote do
       false
   """
   @spec exists?(Specter.t(), t()) :: boolean()
-  def exists?(specter, track), do: Native.tr_exists(Specter.native(specter), track)
+  def exists?(specter, track), do: Native.track_remote_exists(Specter.native(specter), track)
 
   @doc """
   Sets how the owner receives the track's RTP packets: `true` (every packet), `:once`, a
@@ -84,7 +84,7 @@ defmodule Specter.TrackRemote do
           :ok | {:error, Specter.error()}
   def set_active(specter, track, active) do
     if active in [true, false, :once] or (is_integer(active) and active > 0) do
-      Native.tr_set_active(Specter.native(specter), track, active)
+      Native.track_remote_set_active(Specter.native(specter), track, active)
     else
       {:error, {:invalid_option, :active}}
     end
@@ -102,7 +102,7 @@ defmodule Specter.TrackRemote do
       {:error, :not_found}
   """
   @spec info(Specter.t(), t()) :: {:ok, info_t()} | {:error, Specter.error()}
-  def info(specter, track), do: Native.tr_info(Specter.native(specter), track)
+  def info(specter, track), do: Native.track_remote_info(Specter.native(specter), track)
 
   @doc """
   Asks the remote sender for a keyframe: a PLI, or a FIR with `fir: true`.
@@ -116,10 +116,10 @@ defmodule Specter.TrackRemote do
   def request_keyframe(specter, track, opts \\ []) do
     case opts do
       [] ->
-        Native.tr_request_keyframe(Specter.native(specter), track, false)
+        Native.track_remote_request_keyframe(Specter.native(specter), track, false)
 
       [fir: fir] when is_boolean(fir) ->
-        Native.tr_request_keyframe(Specter.native(specter), track, fir)
+        Native.track_remote_request_keyframe(Specter.native(specter), track, fir)
 
       _ ->
         {:error, {:invalid_option, :fir}}
@@ -142,7 +142,8 @@ defmodule Specter.TrackRemote do
   """
   @spec forward(Specter.t(), t(), Specter.TrackLocalStaticRTP.t()) ::
           :ok | {:error, Specter.error()}
-  def forward(specter, track, local), do: Native.tr_forward(Specter.native(specter), track, local)
+  def forward(specter, track, local),
+    do: Native.track_remote_forward(Specter.native(specter), track, local)
 
   @doc """
   Stops forwarding the remote track to a local track.
@@ -155,7 +156,7 @@ defmodule Specter.TrackRemote do
   @spec unforward(Specter.t(), t(), Specter.TrackLocalStaticRTP.t()) ::
           :ok | {:error, Specter.error()}
   def unforward(specter, track, local),
-    do: Native.tr_unforward(Specter.native(specter), track, local)
+    do: Native.track_remote_unforward(Specter.native(specter), track, local)
 
   @doc """
   Sends every RTP packet of the track to `pid` as `{:rtp, track, packet}` (as the owner's
@@ -173,7 +174,7 @@ defmodule Specter.TrackRemote do
   """
   @spec relay(Specter.t(), t(), pid()) :: :ok | {:error, Specter.error()}
   def relay(specter, track, pid) when is_pid(pid) and node(pid) == node(),
-    do: Native.tr_relay(Specter.native(specter), track, pid)
+    do: Native.track_remote_relay(Specter.native(specter), track, pid)
 
   def relay(_specter, _track, _pid), do: {:error, {:invalid_argument, :pid}}
 
@@ -186,7 +187,7 @@ defmodule Specter.TrackRemote do
   """
   @spec unrelay(Specter.t(), t(), pid()) :: :ok | {:error, Specter.error()}
   def unrelay(specter, track, pid) when is_pid(pid),
-    do: Native.tr_unrelay(Specter.native(specter), track, pid)
+    do: Native.track_remote_unrelay(Specter.native(specter), track, pid)
 
   def unrelay(_specter, _track, _pid), do: {:error, {:invalid_argument, :pid}}
 end

@@ -4,6 +4,7 @@
 
 pub mod media;
 pub mod recording;
+pub mod registry;
 pub mod rtcp;
 pub mod runtime;
 pub mod signalling;

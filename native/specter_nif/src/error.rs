@@ -98,6 +98,15 @@ impl From<specter_core::signalling::SignallingError> for Error {
     }
 }
 
+impl From<specter_core::registry::Missing> for Error {
+    fn from(m: specter_core::registry::Missing) -> Self {
+        match m {
+            specter_core::registry::Missing::NotFound => Error::NotFound,
+            specter_core::registry::Missing::Closed => Error::Closed,
+        }
+    }
+}
+
 impl From<WebrtcError> for Error {
     fn from(err: WebrtcError) -> Self {
         Error::from_webrtc(&err)

@@ -7,7 +7,7 @@ use rustler::Term;
 
 use crate::atoms;
 use crate::error::{Error, NifResult};
-use crate::specter::lock;
+use specter_core::registry::lock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Active {

@@ -56,3 +56,28 @@ where
         }
     })
 }
+
+/// The process an object's events go to; `controlling_process/3` hands it to another.
+pub struct Owner(std::sync::Mutex<LocalPid>);
+
+impl Owner {
+    pub fn new(pid: LocalPid) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(pid)))
+    }
+
+    pub fn pid(&self) -> LocalPid {
+        *specter_core::registry::lock(&self.0)
+    }
+
+    pub fn set(&self, pid: LocalPid) {
+        *specter_core::registry::lock(&self.0) = pid;
+    }
+
+    /// Sends the term `build` makes to the owner (see [`send`]).
+    pub fn send<F>(&self, build: F)
+    where
+        F: for<'a> FnOnce(Env<'a>) -> Term<'a> + Send + 'static,
+    {
+        send(self.pid(), build);
+    }
+}

@@ -5,9 +5,13 @@
 //! creates a *binding*: the connection's own webrtc-rs local track and RTP sender, with its
 //! own SSRC. Writes to the Specter track go to every binding; a binding can be moved to
 //! another Specter track (`replace_track`) without renegotiation. Each binding also has a
-//! task that turns the RTCP its sender receives (PLI, FIR, NACK, receiver reports) into
-//! messages to the connection's owner, and relays keyframe requests to the remote track a
-//! forwarded track comes from.
+//! task (`rtcp_task`) that turns the RTCP its sender receives (PLI, FIR, NACK, receiver
+//! reports) into messages to the connection's owner, and relays keyframe requests to the
+//! remote track a forwarded track comes from.
+
+pub mod rtcp_task;
+pub mod static_rtp;
+pub mod static_sample;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,20 +25,23 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rustler::{Encoder, Env, Term};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
-use specter_core::rtcp::{describe, RtcpInfo};
-
-use crate::atoms;
 use crate::error::{Error, NifResult};
-use crate::peer_connection::PcEvents;
-use crate::specter::lock;
-use crate::track_remote::RemoteTrackHandle;
+use crate::mailbox::Owner;
+use specter_core::registry::lock;
+
+/// Where a forwarded track's keyframe requests go: the remote track it forwards
+/// (`track_remote::RemoteTrackHandle`).
+#[async_trait::async_trait]
+pub trait KeyframeSource: Send + Sync {
+    /// A PLI to the publisher, unless one went out less than `interval` ago.
+    async fn request_keyframe_throttled(&self, interval: Duration);
+}
 
 /// Samples or RTP packets waiting to be written to a track's bindings.
 pub const WRITE_QUEUE: usize = 512;
@@ -61,7 +68,7 @@ impl LocalTrack {
         }
     }
 
-    async fn poll(&self) -> Option<TrackLocalEvent> {
+    pub(crate) async fn poll(&self) -> Option<TrackLocalEvent> {
         match self {
             LocalTrack::Sample(t) => t.poll().await,
             LocalTrack::Rtp(t) => t.poll().await,
@@ -89,7 +96,8 @@ pub struct Binding {
     payload_type: Mutex<Option<u8>>,
     /// The Specter track currently writing into this binding.
     pub entry: Mutex<Weak<TrackEntry>>,
-    pub events: Weak<PcEvents>,
+    /// Who hears the sender's RTCP: the connection's owner, while the connection lives.
+    pub owner: Weak<Owner>,
     /// Packets a full sender queue made us drop (forwarding never waits for a subscriber).
     pub dropped: AtomicU64,
     pub stopped: AtomicBool,
@@ -167,7 +175,7 @@ pub struct TrackEntry {
     pub bindings: Mutex<Vec<Arc<Binding>>>,
     writer: Mutex<Option<mpsc::Sender<Write>>>,
     /// The remote track this track forwards, if any (keyframe requests go there).
-    pub source: Mutex<Weak<RemoteTrackHandle>>,
+    pub source: Mutex<Option<Weak<dyn KeyframeSource>>>,
 }
 
 impl TrackEntry {
@@ -188,7 +196,7 @@ impl TrackEntry {
             stream_id,
             bindings: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
-            source: Mutex::new(Weak::new()),
+            source: Mutex::new(None),
         })
     }
 
@@ -219,18 +227,21 @@ impl TrackEntry {
         Ok((local, ssrc))
     }
 
-    /// Registers a binding and starts its RTCP task.
+    /// Registers a binding of connection `pc_id` (whose owner is `owner`) and starts its
+    /// RTCP task.
+    #[allow(clippy::too_many_arguments)]
     pub fn bind(
         self: &Arc<Self>,
         handle: &tokio::runtime::Handle,
-        events: &Arc<PcEvents>,
+        pc_id: &str,
+        owner: &Arc<Owner>,
         sender_id: String,
         sender: Arc<dyn RtpSender>,
         local: LocalTrack,
         ssrc: u32,
     ) -> Arc<Binding> {
         let binding = Arc::new(Binding {
-            pc_id: events.id.clone(),
+            pc_id: pc_id.to_owned(),
             sender_id,
             sender,
             local,
@@ -238,12 +249,15 @@ impl TrackEntry {
             mime_type: self.codec.mime_type.clone(),
             payload_type: Mutex::new(None),
             entry: Mutex::new(Arc::downgrade(self)),
-            events: Arc::downgrade(events),
+            owner: Arc::downgrade(owner),
             dropped: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
         lock(&self.bindings).push(Arc::clone(&binding));
-        handle.spawn(rtcp_task(Arc::downgrade(&binding), binding.local.clone()));
+        handle.spawn(rtcp_task::run(
+            Arc::downgrade(&binding),
+            binding.local.clone(),
+        ));
         binding
     }
 
@@ -272,27 +286,6 @@ impl TrackEntry {
             .filter(|b| !b.stopped.load(Ordering::Acquire))
             .cloned()
             .collect()
-    }
-}
-
-/// The codec a sending transceiver made from a bare kind sends (Opus or VP8, the defaults
-/// every browser has).
-pub fn default_codec(kind: RtpCodecKind) -> RTCRtpCodec {
-    match kind {
-        RtpCodecKind::Audio => RTCRtpCodec {
-            mime_type: "audio/opus".into(),
-            clock_rate: 48_000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-            rtcp_feedback: vec![],
-        },
-        _ => RTCRtpCodec {
-            mime_type: "video/VP8".into(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: vec![],
-        },
     }
 }
 
@@ -330,158 +323,4 @@ async fn write_task(entry: Weak<TrackEntry>, mut rx: mpsc::Receiver<Write>) {
             }
         }
     }
-}
-
-/// Minimum time between keyframe requests relayed to one publisher.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
-
-/// The RTCP a binding's sender receives: to the owner as
-/// `{:sender_rtcp, sender, [packet]}`; keyframe requests also to the forwarded publisher.
-async fn rtcp_task(binding: Weak<Binding>, local: LocalTrack) {
-    while let Some(event) = local.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(pkts) = event else {
-            continue;
-        };
-        let infos: Vec<RtcpInfo> = pkts.iter().filter_map(|p| describe(p.as_ref())).collect();
-        if infos.is_empty() {
-            continue;
-        }
-        let Some(b) = binding.upgrade() else { break };
-        if infos.iter().any(RtcpInfo::is_keyframe_request) {
-            let source = lock(&b.entry)
-                .upgrade()
-                .and_then(|e| lock(&e.source).upgrade());
-            if let Some(source) = source {
-                source
-                    .request_keyframe_throttled(KEYFRAME_REQUEST_INTERVAL)
-                    .await;
-            }
-        }
-        if let Some(events) = b.events.upgrade() {
-            let sender = b.sender_id.clone();
-            mailbox_send(&events, move |env| {
-                (
-                    atoms::sender_rtcp(),
-                    sender.as_str(),
-                    rtcp_terms(env, &infos),
-                )
-                    .encode(env)
-            });
-        }
-    }
-}
-
-fn mailbox_send<F>(events: &PcEvents, f: F)
-where
-    F: for<'a> FnOnce(Env<'a>) -> Term<'a> + Send + 'static,
-{
-    crate::mailbox::send(events.owner(), f);
-}
-
-fn map<'a>(env: Env<'a>, pairs: Vec<(rustler::Atom, Term<'a>)>) -> Term<'a> {
-    let mut m = rustler::types::map::map_new(env);
-    for (k, v) in pairs {
-        m = m.map_put(k.encode(env), v).unwrap_or(m);
-    }
-    m
-}
-
-/// RTCP packets as Elixir maps: `%{type: :pli, sender_ssrc: ..., media_ssrc: ...}`, ...
-pub fn rtcp_terms<'a>(env: Env<'a>, infos: &[RtcpInfo]) -> Term<'a> {
-    let reports = |rs: &[specter_core::rtcp::Report]| -> Term<'a> {
-        rs.iter()
-            .map(|r| {
-                map(
-                    env,
-                    vec![
-                        (atoms::ssrc(), r.ssrc.encode(env)),
-                        (atoms::fraction_lost(), r.fraction_lost.encode(env)),
-                        (atoms::total_lost(), r.total_lost.encode(env)),
-                        (
-                            atoms::last_sequence_number(),
-                            r.last_sequence_number.encode(env),
-                        ),
-                        (atoms::jitter(), r.jitter.encode(env)),
-                    ],
-                )
-            })
-            .collect::<Vec<_>>()
-            .encode(env)
-    };
-    infos
-        .iter()
-        .map(|info| match info {
-            RtcpInfo::Pli {
-                sender_ssrc,
-                media_ssrc,
-            } => map(
-                env,
-                vec![
-                    (atoms::type_(), atoms::pli().encode(env)),
-                    (atoms::sender_ssrc(), sender_ssrc.encode(env)),
-                    (atoms::media_ssrc(), media_ssrc.encode(env)),
-                ],
-            ),
-            RtcpInfo::Fir {
-                sender_ssrc,
-                media_ssrc,
-            } => map(
-                env,
-                vec![
-                    (atoms::type_(), atoms::fir().encode(env)),
-                    (atoms::sender_ssrc(), sender_ssrc.encode(env)),
-                    (atoms::media_ssrc(), media_ssrc.encode(env)),
-                ],
-            ),
-            RtcpInfo::Nack {
-                sender_ssrc,
-                media_ssrc,
-                lost,
-            } => map(
-                env,
-                vec![
-                    (atoms::type_(), atoms::nack().encode(env)),
-                    (atoms::sender_ssrc(), sender_ssrc.encode(env)),
-                    (atoms::media_ssrc(), media_ssrc.encode(env)),
-                    (atoms::lost(), lost.encode(env)),
-                ],
-            ),
-            RtcpInfo::ReceiverReport { ssrc, reports: rs } => map(
-                env,
-                vec![
-                    (atoms::type_(), atoms::receiver_report().encode(env)),
-                    (atoms::ssrc(), ssrc.encode(env)),
-                    (atoms::reports(), reports(rs)),
-                ],
-            ),
-            RtcpInfo::SenderReport {
-                ssrc,
-                ntp_time,
-                rtp_time,
-                packet_count,
-                octet_count,
-                reports: rs,
-            } => map(
-                env,
-                vec![
-                    (atoms::type_(), atoms::sender_report().encode(env)),
-                    (atoms::ssrc(), ssrc.encode(env)),
-                    (atoms::ntp_time(), ntp_time.encode(env)),
-                    (atoms::rtp_time(), rtp_time.encode(env)),
-                    (atoms::packet_count(), packet_count.encode(env)),
-                    (atoms::octet_count(), octet_count.encode(env)),
-                    (atoms::reports(), reports(rs)),
-                ],
-            ),
-            RtcpInfo::Remb { bitrate, ssrcs } => map(
-                env,
-                vec![
-                    (atoms::type_(), atoms::remb().encode(env)),
-                    (atoms::bitrate(), (*bitrate as f64).encode(env)),
-                    (atoms::ssrcs(), ssrcs.encode(env)),
-                ],
-            ),
-        })
-        .collect::<Vec<_>>()
-        .encode(env)
 }
