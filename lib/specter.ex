@@ -43,6 +43,7 @@ defmodule Specter do
   | `:too_large` | input over a documented size limit |
   | `:buffer_full` | a data channel's send buffer is full |
   | `:not_owner` | only the owner may hand an object to another process |
+  | `{:runtime_unavailable, detail}` | Specter's runtime could not be started (`init/1`, `runtime_info/0`) |
   | `{:webrtc, detail}` | any other webrtc-rs error |
 
   ## Example

@@ -93,6 +93,10 @@ defmodule Specter.DataChannel do
   @typedoc "Receive mode, as `:gen_tcp`'s `active`."
   @type active_t() :: boolean() | :once | pos_integer()
 
+  @typedoc "Message sent when `create/4` fails on the connection."
+  @type error_msg_t() ::
+          {:create_data_channel_error, Specter.PeerConnection.t(), Specter.error()}
+
   @typedoc "Message sent to the owner of a channel's connection."
   @type event_t() ::
           {:data_channel_open, t()}

@@ -27,6 +27,11 @@ defmodule Specter.MediaFile do
   @typedoc "A running recorder, named by a UUID."
   @type recorder_t() :: Specter.uuid()
 
+  @typedoc "Message sent to the caller when a player or recorder fails."
+  @type error_msg_t() ::
+          {:play_error, player_t(), Specter.error()}
+          | {:record_error, recorder_t(), Specter.error()}
+
   @doc """
   Plays a file into a local sample track of the file's codec. Options: `repeat: true` loops
   it until `stop_play/2`; `fps:` is the frame rate of an H.264 file (default 30). The file

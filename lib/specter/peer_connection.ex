@@ -176,8 +176,42 @@ defmodule Specter.PeerConnection do
           | {:sender_rtcp, sender_t(), [Specter.TrackRemote.rtcp_t()]}
           | {:peer_connection_closed, t()}
 
-  @typedoc "Message sent when the asynchronous part of an operation fails."
-  @type error_msg_t() :: {atom(), t(), Specter.error()}
+  @typedoc """
+  Message sent when the asynchronous part of an operation fails: `{tag, pc, reason}`, the
+  tag naming the operation. `Specter.RtpTransceiver`, `Specter.DataChannel` and
+  `Specter.MediaFile` list theirs; `native/specter_nif/src/atoms.rs` holds the whole set.
+  """
+  @type error_tag_t() ::
+          :peer_connection_error
+          | :offer_error
+          | :answer_error
+          | :set_local_description_error
+          | :set_remote_description_error
+          | :add_ice_candidate_error
+          | :local_description_error
+          | :current_local_description_error
+          | :pending_local_description_error
+          | :remote_description_error
+          | :current_remote_description_error
+          | :pending_remote_description_error
+          | :connection_state_error
+          | :ice_connection_state_error
+          | :ice_gathering_state_error
+          | :signaling_state_error
+          | :stats_error
+          | :configuration_error
+          | :set_configuration_error
+          | :restart_ice_error
+          | :add_track_error
+          | :remove_track_error
+          | :replace_track_error
+          | :add_transceiver_error
+          | :get_transceivers_error
+          | :get_senders_error
+          | :get_receivers_error
+
+  @typedoc "See `t:error_tag_t/0`."
+  @type error_msg_t() :: {error_tag_t(), t(), Specter.error()}
 
   @doc """
   Creates a new RTCPeerConnection, using an API reference created with `Specter.new_api/3`.

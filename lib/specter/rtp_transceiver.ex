@@ -18,6 +18,11 @@ defmodule Specter.RtpTransceiver do
   @typedoc "The directions a transceiver can be set to."
   @type direction_t() :: :sendrecv | :sendonly | :recvonly | :inactive
 
+  @typedoc "Message sent when `set_direction/4` or `stop/3` fails on the connection."
+  @type error_msg_t() ::
+          {:set_direction_error | :stop_transceiver_error, Specter.PeerConnection.t(),
+           Specter.error()}
+
   @doc """
   Sets the direction the transceiver wants (`RTCRtpTransceiver.direction`). Sends
   `{:ok, pc, :set_direction}` or `{:set_direction_error, pc, reason}` to the caller.

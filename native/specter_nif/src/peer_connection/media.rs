@@ -14,7 +14,7 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::{RtpReceiver, RtpSender, RtpTransceiver};
 
 use super::lookup;
-use super::shared::{done, reply, PcEvents, PcHandle};
+use super::shared::{done, reply, w3c_enum, PcEvents, PcHandle};
 use crate::atoms;
 use crate::codec;
 use crate::error::{Error, NifResult};
@@ -23,15 +23,10 @@ use crate::nif::{answer, Answer, Arg, PcId, SenderId};
 use crate::track_local::{Binding, Flavor, LocalTrack, TrackEntry};
 use specter_core::registry::{lock, new_id, normalize_id};
 
-/// W3C `RTCRtpTransceiverDirection`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
-pub enum Direction {
-    Sendrecv,
-    Sendonly,
-    Recvonly,
-    Inactive,
-    Unspecified,
-}
+w3c_enum!(
+    /// W3C `RTCRtpTransceiverDirection`.
+    Direction from RTCRtpTransceiverDirection { Sendrecv, Sendonly, Recvonly, Inactive }
+);
 
 impl Direction {
     /// Decodes a direction option (`:unspecified` is not one).
@@ -42,18 +37,6 @@ impl Direction {
             Ok(Direction::Recvonly) => Ok(RTCRtpTransceiverDirection::Recvonly),
             Ok(Direction::Inactive) => Ok(RTCRtpTransceiverDirection::Inactive),
             _ => Err(Error::InvalidOption("direction".into())),
-        }
-    }
-}
-
-impl From<RTCRtpTransceiverDirection> for Direction {
-    fn from(d: RTCRtpTransceiverDirection) -> Self {
-        match d {
-            RTCRtpTransceiverDirection::Sendrecv => Self::Sendrecv,
-            RTCRtpTransceiverDirection::Sendonly => Self::Sendonly,
-            RTCRtpTransceiverDirection::Recvonly => Self::Recvonly,
-            RTCRtpTransceiverDirection::Inactive => Self::Inactive,
-            _ => Self::Unspecified,
         }
     }
 }

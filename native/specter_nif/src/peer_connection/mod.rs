@@ -306,32 +306,14 @@ enum Which {
 }
 
 impl Which {
-    /// The reply's tag (the function's name) and the error's.
-    fn tags(self) -> (Atom, Atom) {
+    fn error_tag(self) -> Atom {
         match self {
-            Which::LocalDescription => {
-                (atoms::local_description(), atoms::local_description_error())
-            }
-            Which::CurrentLocalDescription => (
-                atoms::current_local_description(),
-                atoms::current_local_description_error(),
-            ),
-            Which::PendingLocalDescription => (
-                atoms::pending_local_description(),
-                atoms::pending_local_description_error(),
-            ),
-            Which::RemoteDescription => (
-                atoms::remote_description(),
-                atoms::remote_description_error(),
-            ),
-            Which::CurrentRemoteDescription => (
-                atoms::current_remote_description(),
-                atoms::current_remote_description_error(),
-            ),
-            Which::PendingRemoteDescription => (
-                atoms::pending_remote_description(),
-                atoms::pending_remote_description_error(),
-            ),
+            Which::LocalDescription => atoms::local_description_error(),
+            Which::CurrentLocalDescription => atoms::current_local_description_error(),
+            Which::PendingLocalDescription => atoms::pending_local_description_error(),
+            Which::RemoteDescription => atoms::remote_description_error(),
+            Which::CurrentRemoteDescription => atoms::current_remote_description_error(),
+            Which::PendingRemoteDescription => atoms::pending_remote_description_error(),
         }
     }
 
@@ -360,8 +342,7 @@ fn pc_description(
         let which: Which = which
             .decode()
             .map_err(|_| Error::InvalidArgument("which"))?;
-        let (tag, error_tag) = which.tags();
-        h.run(env.pid(), error_tag, move |pc| async move {
+        h.run(env.pid(), which.error_tag(), move |pc| async move {
             let desc = match which {
                 Which::LocalDescription => pc.local_description().await,
                 Which::CurrentLocalDescription => pc.current_local_description().await,
@@ -377,7 +358,7 @@ fn pc_description(
                     (true, true) => local_description_json(d),
                     (true, false) => applied_description_json(d),
                 });
-            Ok(reply(move |env, pc| (tag, pc, json).encode(env)))
+            Ok(reply(move |env, pc| (which, pc, json).encode(env)))
         })
     })
 }
@@ -416,19 +397,11 @@ fn pc_state(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>, which: Term<'_>)
         let which: StateKind = which
             .decode()
             .map_err(|_| Error::InvalidArgument("which"))?;
-        let (tag, error_tag) = match which {
-            StateKind::ConnectionState => {
-                (atoms::connection_state(), atoms::connection_state_error())
-            }
-            StateKind::IceConnectionState => (
-                atoms::ice_connection_state(),
-                atoms::ice_connection_state_error(),
-            ),
-            StateKind::IceGatheringState => (
-                atoms::ice_gathering_state(),
-                atoms::ice_gathering_state_error(),
-            ),
-            StateKind::SignalingState => (atoms::signaling_state(), atoms::signaling_state_error()),
+        let error_tag = match which {
+            StateKind::ConnectionState => atoms::connection_state_error(),
+            StateKind::IceConnectionState => atoms::ice_connection_state_error(),
+            StateKind::IceGatheringState => atoms::ice_gathering_state_error(),
+            StateKind::SignalingState => atoms::signaling_state_error(),
         };
         let events = Arc::clone(&h.events);
         h.run(env.pid(), error_tag, move |pc| async move {
@@ -440,7 +413,7 @@ fn pc_state(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>, which: Term<'_>)
                 }
                 StateKind::SignalingState => AnyState::Signaling(signaling_state(&pc).await),
             };
-            Ok(reply(move |env, pc| (tag, pc, state).encode(env)))
+            Ok(reply(move |env, pc| (which, pc, state).encode(env)))
         })
     })
 }

@@ -28,105 +28,49 @@ use crate::track_local::Binding;
 use specter_core::registry::{lock, new_id};
 use specter_core::runtime::Wake;
 
-/// W3C `RTCPeerConnectionState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
-pub enum ConnectionState {
-    New,
-    Connecting,
-    Connected,
-    Disconnected,
-    Failed,
-    Closed,
-    Unspecified,
-}
+/// Declares a W3C enum, encoded as its snake_case atom, and its conversion from
+/// webrtc-rs's own; a value webrtc-rs adds later is `Unspecified`.
+macro_rules! w3c_enum {
+    ($(#[$doc:meta])* $name:ident from $from:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
+        pub enum $name { $($variant,)* Unspecified }
 
-impl From<RTCPeerConnectionState> for ConnectionState {
-    fn from(s: RTCPeerConnectionState) -> Self {
-        match s {
-            RTCPeerConnectionState::New => Self::New,
-            RTCPeerConnectionState::Connecting => Self::Connecting,
-            RTCPeerConnectionState::Connected => Self::Connected,
-            RTCPeerConnectionState::Disconnected => Self::Disconnected,
-            RTCPeerConnectionState::Failed => Self::Failed,
-            RTCPeerConnectionState::Closed => Self::Closed,
-            _ => Self::Unspecified,
+        impl From<$from> for $name {
+            fn from(s: $from) -> Self {
+                #[allow(unreachable_patterns)]
+                match s { $($from::$variant => Self::$variant,)* _ => Self::Unspecified }
+            }
         }
+    };
+}
+pub(crate) use w3c_enum;
+
+w3c_enum!(
+    /// W3C `RTCPeerConnectionState`.
+    ConnectionState from RTCPeerConnectionState {
+        New, Connecting, Connected, Disconnected, Failed, Closed,
     }
-}
+);
 
-/// W3C `RTCIceConnectionState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
-pub enum IceConnectionState {
-    New,
-    Checking,
-    Connected,
-    Completed,
-    Disconnected,
-    Failed,
-    Closed,
-    Unspecified,
-}
-
-impl From<RTCIceConnectionState> for IceConnectionState {
-    fn from(s: RTCIceConnectionState) -> Self {
-        match s {
-            RTCIceConnectionState::New => Self::New,
-            RTCIceConnectionState::Checking => Self::Checking,
-            RTCIceConnectionState::Connected => Self::Connected,
-            RTCIceConnectionState::Completed => Self::Completed,
-            RTCIceConnectionState::Disconnected => Self::Disconnected,
-            RTCIceConnectionState::Failed => Self::Failed,
-            RTCIceConnectionState::Closed => Self::Closed,
-            _ => Self::Unspecified,
-        }
+w3c_enum!(
+    /// W3C `RTCIceConnectionState`.
+    IceConnectionState from RTCIceConnectionState {
+        New, Checking, Connected, Completed, Disconnected, Failed, Closed,
     }
-}
+);
 
-/// W3C `RTCIceGatheringState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
-pub enum GatheringState {
-    New,
-    Gathering,
-    Complete,
-    Unspecified,
-}
+w3c_enum!(
+    /// W3C `RTCIceGatheringState`.
+    GatheringState from RTCIceGatheringState { New, Gathering, Complete }
+);
 
-impl From<RTCIceGatheringState> for GatheringState {
-    fn from(s: RTCIceGatheringState) -> Self {
-        match s {
-            RTCIceGatheringState::New => Self::New,
-            RTCIceGatheringState::Gathering => Self::Gathering,
-            RTCIceGatheringState::Complete => Self::Complete,
-            _ => Self::Unspecified,
-        }
+w3c_enum!(
+    /// W3C `RTCSignalingState`.
+    SignalingState from RTCSignalingState {
+        Stable, HaveLocalOffer, HaveRemoteOffer, HaveLocalPranswer, HaveRemotePranswer, Closed,
     }
-}
-
-/// W3C `RTCSignalingState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, NifUnitEnum)]
-pub enum SignalingState {
-    Stable,
-    HaveLocalOffer,
-    HaveRemoteOffer,
-    HaveLocalPranswer,
-    HaveRemotePranswer,
-    Closed,
-    Unspecified,
-}
-
-impl From<RTCSignalingState> for SignalingState {
-    fn from(s: RTCSignalingState) -> Self {
-        match s {
-            RTCSignalingState::Stable => Self::Stable,
-            RTCSignalingState::HaveLocalOffer => Self::HaveLocalOffer,
-            RTCSignalingState::HaveRemoteOffer => Self::HaveRemoteOffer,
-            RTCSignalingState::HaveLocalPranswer => Self::HaveLocalPranswer,
-            RTCSignalingState::HaveRemotePranswer => Self::HaveRemotePranswer,
-            RTCSignalingState::Closed => Self::Closed,
-            _ => Self::Unspecified,
-        }
-    }
-}
+);
 
 /// Last state reported by each of the connection's state machines.
 pub struct States {
