@@ -1,7 +1,7 @@
 //! The tokio runtime shared by every Specter instance, and the `webrtc::runtime::Runtime`
 //! each peer connection is built with.
 //!
-//! This file has no rustler dependency: `bench/native_baseline` includes it verbatim so the
+//! This file has no rustler dependency: `bench/native_baseline` depends on this crate, so the
 //! pure-Rust baseline runs on exactly the socket settings and driver wake-ups the NIF uses.
 //!
 //! What the per-connection runtime adds to webrtc-rs 0.21.1's own tokio runtime:
