@@ -119,7 +119,7 @@ defmodule Specter.Config do
     upto = fn max -> {:or, [nil, {:in, 1..max}]} end
 
     [
-      ice_servers: [type: {:custom, &normalize_ice_servers/1}],
+      ice_servers: [type: {:list, {:custom, &ice_server/1}}],
       loopback_only: [type: :boolean],
       bind_addresses: [type: {:list, {:custom, &ip_string/1}}],
       interfaces: [type: {:list, :string}],
@@ -155,20 +155,8 @@ defmodule Specter.Config do
       {:ok, [%{urls: ["stun:127.0.0.1:3478"], username: nil, credential: nil}, %{urls: ["turn:127.0.0.1"], username: "u", credential: "p"}]}
   """
   @spec normalize_ice_servers(term()) :: {:ok, [ice_server()]} | :error
-  def normalize_ice_servers(servers) when is_list(servers) do
-    Enum.reduce_while(servers, {:ok, []}, fn server, {:ok, acc} ->
-      case ice_server(server) do
-        {:ok, s} -> {:cont, {:ok, [s | acc]}}
-        :error -> {:halt, :error}
-      end
-    end)
-    |> case do
-      {:ok, list} -> {:ok, Enum.reverse(list)}
-      :error -> :error
-    end
-  end
-
-  def normalize_ice_servers(_), do: :error
+  def normalize_ice_servers(servers),
+    do: Specter.Options.check(servers, {:list, {:custom, &ice_server/1}})
 
   defp ice_server(url) when is_binary(url), do: ice_server(%{urls: [url]})
 

@@ -185,20 +185,13 @@ defmodule Specter.Session do
   """
   @spec start_link([option()]) :: GenServer.on_start()
   def start_link(opts) do
-    with true <- Keyword.keyword?(opts) || {:error, {:invalid_argument, :options}},
+    with {:ok, opts} <- Specter.Options.validate(opts, schema()),
          {name, opts} = Keyword.pop(opts, :name),
-         true <- valid_name?(name) || {:error, {:invalid_option, :name}},
-         {:ok, config} <- validate(opts) do
+         {:ok, config} <- config(opts) do
       gen_opts = if name, do: [name: name], else: []
       GenServer.start_link(__MODULE__, config, gen_opts)
     end
   end
-
-  defp valid_name?(nil), do: true
-  defp valid_name?(name) when is_atom(name), do: true
-  defp valid_name?({:global, _}), do: true
-  defp valid_name?({:via, mod, _}) when is_atom(mod), do: true
-  defp valid_name?(_), do: false
 
   @doc """
   A child spec: `{Specter.Session, opts}` in a supervisor (`id` is the peer id).
@@ -381,159 +374,51 @@ defmodule Specter.Session do
 
   ## Options
 
-  defp validate(opts) do
-    with {:ok, specter} <- required(opts, :specter),
-         true <- is_struct(specter, Specter) || {:error, {:invalid_option, :specter}},
-         {:ok, signaller} <- required(opts, :signaller),
-         true <- signaller?(signaller) || {:error, {:invalid_option, :signaller}},
-         {:ok, peer_id} <- required(opts, :peer_id),
-         true <- is_binary(peer_id) || {:error, {:invalid_option, :peer_id}},
-         {:ok, audio} <- direction(opts, :audio),
-         {:ok, video} <- direction(opts, :video),
-         {:ok, data_channel} <- boolean(opts, :data_channel, true),
-         {:ok, label} <- string(opts, :data_channel_label, "data"),
-         {:ok, negotiation_timeout} <- timeout(opts, :negotiation_timeout, 30_000),
-         {:ok, disconnect_timeout} <- timeout(opts, :disconnect_timeout, 5_000),
-         {:ok, subscriber} <- subscriber(opts),
-         {:ok, track_type} <- track_type(opts),
-         {:ok, audio_codec} <- codec(opts, :audio_codec, @opus),
-         {:ok, video_codec} <- codec(opts, :video_codec, @vp8),
-         {:ok, ice_servers} <- ice_servers(opts),
-         {:ok, api} <- api(opts),
-         :ok <- known_keys(opts),
-         :ok <- something_to_negotiate(data_channel, audio, video) do
-      {:ok,
-       %{
-         specter: specter,
-         signaller: signaller,
-         peer_id: peer_id,
-         subscriber: subscriber,
-         data_channel: data_channel,
-         label: label,
-         audio: audio,
-         video: video,
-         audio_codec: audio_codec,
-         video_codec: video_codec,
-         track_type: track_type,
-         ice_servers: ice_servers,
-         api: api,
-         negotiation_timeout: negotiation_timeout,
-         disconnect_timeout: disconnect_timeout
-       }}
+  defp schema do
+    direction = {:in, [nil, :sendrecv, :sendonly, :recvonly]}
+    codec = {:custom, &match?({:ok, _}, RtpCodecCapability.to_native(&1))}
+    ice_servers = {:custom, &match?({:ok, _}, Specter.Config.normalize_ice_servers(&1))}
+
+    [
+      specter: [type: {:struct, Specter}, required: true],
+      signaller: [type: {:custom, &signaller?/1}, required: true],
+      peer_id: [type: :string, required: true],
+      subscriber: [type: {:or, [nil, :pid]}, default: nil],
+      data_channel: [type: :boolean, default: true],
+      data_channel_label: [type: :string, default: "data"],
+      audio: [type: direction, default: nil],
+      video: [type: direction, default: nil],
+      audio_codec: [type: codec, default: @opus],
+      video_codec: [type: codec, default: @vp8],
+      local_tracks: [type: {:custom, &track_type/1}, default: :sample],
+      ice_servers: [type: {:or, [nil, ice_servers]}, default: nil],
+      api: [type: {:or, [nil, :string]}, default: nil],
+      negotiation_timeout: [type: :pos_integer, default: 30_000],
+      disconnect_timeout: [type: :pos_integer, default: 5_000],
+      name: [type: :name]
+    ]
+  end
+
+  # The first of a key given twice wins, as with `Keyword.get/2`.
+  defp config(opts) do
+    if opts[:data_channel] or opts[:audio] != nil or opts[:video] != nil do
+      {label, opts} = Keyword.pop(opts, :data_channel_label)
+      {track_type, opts} = Keyword.pop(opts, :local_tracks)
+      config = opts |> Enum.reverse() |> Map.new()
+      {:ok, Map.merge(config, %{label: label, track_type: track_type})}
+    else
+      {:error, :nothing_to_negotiate}
     end
   end
 
-  @known [
-    :specter,
-    :signaller,
-    :peer_id,
-    :subscriber,
-    :data_channel,
-    :data_channel_label,
-    :audio,
-    :video,
-    :audio_codec,
-    :video_codec,
-    :local_tracks,
-    :ice_servers,
-    :api,
-    :negotiation_timeout,
-    :disconnect_timeout
-  ]
-
-  defp known_keys(opts) do
-    case Enum.find(opts, fn {k, _} -> k not in @known end) do
-      nil -> :ok
-      {k, _} -> {:error, {:invalid_option, k}}
-    end
-  end
-
-  defp required(opts, key) do
-    case Keyword.fetch(opts, key) do
-      {:ok, value} when not is_nil(value) -> {:ok, value}
-      _ -> {:error, {:missing_option, key}}
-    end
-  end
-
-  defp direction(opts, key) do
-    case Keyword.get(opts, key) do
-      d when d in [nil, :sendrecv, :sendonly, :recvonly] -> {:ok, d}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp boolean(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      b when is_boolean(b) -> {:ok, b}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp string(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      s when is_binary(s) -> {:ok, s}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp timeout(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      t when is_integer(t) and t > 0 -> {:ok, t}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp subscriber(opts) do
-    case Keyword.get(opts, :subscriber) do
-      pid when is_pid(pid) or is_nil(pid) -> {:ok, pid}
-      _ -> {:error, {:invalid_option, :subscriber}}
-    end
-  end
-
-  defp track_type(opts) do
-    case Keyword.get(opts, :local_tracks, :sample) do
-      :sample -> {:ok, TrackLocalStaticSample}
-      :rtp -> {:ok, Specter.TrackLocalStaticRTP}
-      _ -> {:error, {:invalid_option, :local_tracks}}
-    end
-  end
+  defp track_type(:sample), do: {:ok, TrackLocalStaticSample}
+  defp track_type(:rtp), do: {:ok, Specter.TrackLocalStaticRTP}
+  defp track_type(_), do: false
 
   defp signaller?({mod, _config}) when is_atom(mod),
     do: Code.ensure_loaded?(mod) and function_exported?(mod, :register, 3)
 
   defp signaller?(_), do: false
-
-  defp codec(opts, key, default) do
-    codec = Keyword.get(opts, key, default)
-
-    case RtpCodecCapability.to_native(codec) do
-      {:ok, _} -> {:ok, codec}
-      {:error, _} -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp ice_servers(opts) do
-    case Keyword.get(opts, :ice_servers) do
-      nil ->
-        {:ok, nil}
-
-      servers ->
-        case Specter.Config.normalize_ice_servers(servers) do
-          {:ok, _} -> {:ok, servers}
-          :error -> {:error, {:invalid_option, :ice_servers}}
-        end
-    end
-  end
-
-  defp api(opts) do
-    case Keyword.get(opts, :api) do
-      api when is_nil(api) or is_binary(api) -> {:ok, api}
-      _ -> {:error, {:invalid_option, :api}}
-    end
-  end
-
-  defp something_to_negotiate(false, nil, nil), do: {:error, :nothing_to_negotiate}
-  defp something_to_negotiate(_, _, _), do: :ok
 
   ## Server
 

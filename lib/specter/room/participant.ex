@@ -37,20 +37,29 @@ defmodule Specter.Room.Participant do
   @typedoc "A participant process."
   @type t() :: GenServer.server()
 
+  @schema [
+    specter: [type: {:struct, Specter}, required: true],
+    name: [type: :string, required: true],
+    room: [type: :string, required: true],
+    port: [type: {:in, 1..65_535}],
+    ip: [type: :ip_address],
+    audio: [type: :boolean, default: false],
+    video: [type: :boolean, default: false],
+    subscriber: [type: {:or, [nil, :pid]}],
+    data_channel_active: [type: :boolean, default: true]
+  ]
+
   @doc """
-  Starts a participant and joins the room.
+  Starts a participant and joins the room (see the module documentation for the options;
+  errors follow `Specter.Options`).
 
       iex> Specter.Room.Participant.start_link(name: "x", room: "room:y")
       {:error, {:missing_option, :specter}}
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
-    cond do
-      not is_struct(opts[:specter], Specter) -> {:error, {:missing_option, :specter}}
-      not is_binary(opts[:name]) -> {:error, {:missing_option, :name}}
-      not is_binary(opts[:room]) -> {:error, {:missing_option, :room}}
-      true -> GenServer.start_link(__MODULE__, opts)
-    end
+    with {:ok, opts} <- Specter.Options.validate(opts, @schema),
+         do: GenServer.start_link(__MODULE__, opts)
   end
 
   @doc "The participant's own tracks, `%{audio: track | nil, video: track | nil}`."
@@ -83,11 +92,7 @@ defmodule Specter.Room.Participant do
     Process.flag(:trap_exit, true)
     specter = opts[:specter]
 
-    client_opts = [
-      peer_name: opts[:name],
-      port: Keyword.get(opts, :port, 8888),
-      ip: Keyword.get(opts, :ip, {127, 0, 0, 1})
-    ]
+    client_opts = [peer_name: opts[:name]] ++ Keyword.take(opts, [:port, :ip])
 
     with {:ok, client} <- Client.start_link(client_opts),
          {:ok, _id} <- Client.await_signed_in(client, 5_000),
@@ -104,7 +109,7 @@ defmodule Specter.Room.Participant do
          dc: nil,
          own_dc: nil,
          remote_ops: :queue.new(),
-         dc_active: Keyword.get(opts, :data_channel_active, true),
+         dc_active: opts[:data_channel_active],
          tracks: tracks,
          remote: %{},
          ended: MapSet.new(),
