@@ -82,7 +82,10 @@ defmodule Specter.Session do
 
   use GenServer
 
-  alias Specter.{DataChannel, PeerConnection, RtpCodecCapability, TrackLocalStaticSample}
+  alias Specter.{DataChannel, Negotiation, PeerConnection, RtpCodecCapability}
+  alias Specter.TrackLocalStaticSample
+
+  require Negotiation
 
   @typedoc "A session process."
   @type t() :: GenServer.server()
@@ -168,15 +171,15 @@ defmodule Specter.Session do
 
   @doc """
   Starts a session linked to the caller (see `t:option/0`). Options are checked before the
-  process starts: `{:error, {:missing_option, key}}`, `{:error, {:invalid_option, key}}`
-  (a value of the wrong type or shape, a signaller module without `register/3`, an unknown
-  key), `{:error, {:invalid_argument, :options}}` (not a keyword list) or
-  `{:error, :nothing_to_negotiate}` (no data channel and no media). Once it has started, a
-  session whose peer id is taken on the signaller stops with the signaller's reason
-  (`:already_registered`, `:signaller_down`), and one whose codec the instance refuses
-  with `{:invalid_option, {:audio_codec | :video_codec, reason}}`: `start_link/1` returns
-  `{:error, reason}` and, as for any `GenServer`, the caller receives the exit signal
-  unless it traps exits.
+  process starts, by the rules of `Specter.Options`: `{:error, {:missing_option, key}}`,
+  `{:error, {:invalid_option, key}}` (a value of the wrong type or shape, a signaller
+  module without `register/3`, an unknown key), `{:error, {:invalid_argument, :options}}`
+  (not a keyword list) or `{:error, :nothing_to_negotiate}` (no data channel and no
+  media). Once it has started, a session whose peer id is taken on the signaller stops
+  with the signaller's reason (`:already_registered`, `:signaller_down`), and one whose
+  codec the instance refuses with `{:invalid_option, {:audio_codec | :video_codec,
+  reason}}`: `start_link/1` returns `{:error, reason}` and, as for any `GenServer`, the
+  caller receives the exit signal unless it traps exits.
 
       iex> Specter.Session.start_link(peer_id: "x")
       {:error, {:missing_option, :specter}}
@@ -442,9 +445,8 @@ defmodule Specter.Session do
         pc_ready: false,
         dc: nil,
         dc_open: false,
-        remote_set: false,
+        nego: Negotiation.new(config.specter),
         pending_offer: nil,
-        pending_candidates: [],
         tracks: tracks,
         remote_tracks: %{audio: nil, video: nil},
         attached: nil,
@@ -586,41 +588,29 @@ defmodule Specter.Session do
   def handle_info({:peer_connection_error, pc, reason}, %{pc: pc} = s),
     do: {:noreply, fail(s, :new_peer_connection, reason)}
 
-  def handle_info({:offer, pc, offer}, %{pc: pc, role: :caller} = s) do
-    _ = PeerConnection.set_local_description(s.config.specter, pc, offer)
-    {:noreply, Map.put(s, :local_sdp, offer)}
-  end
+  def handle_info(message, %{pc: pc} = s) when Negotiation.is_message(message, pc) do
+    {action, nego} = Negotiation.handle_message(s.nego, message)
+    s = %{s | nego: nego}
 
-  def handle_info({:answer, pc, answer}, %{pc: pc, role: :callee} = s) do
-    _ = PeerConnection.set_local_description(s.config.specter, pc, answer)
-    {:noreply, Map.put(s, :local_sdp, answer)}
-  end
+    case action do
+      {:local_description, sdp} ->
+        {:noreply, send_or_end(s, {:sdp, sdp})}
 
-  def handle_info({:ok, pc, :set_local_description}, %{pc: pc} = s) do
-    case Specter.JSON.decode(Map.get(s, :local_sdp, "")) do
-      {:ok, %{"type" => _, "sdp" => _} = sdp} ->
-        {:noreply, send_or_end(s, {:sdp, Map.take(sdp, ["type", "sdp"])})}
+      {:remote_description, :offer} ->
+        # The callee's tracks take the transceivers the offer made, then it answers.
+        add_senders(s)
+        _ = PeerConnection.create_answer(s.config.specter, pc)
+        {:noreply, s}
+
+      {:error, :no_local_description} ->
+        {:noreply, fail(s, :set_local_description, :no_description)}
+
+      {:error, {tag, reason}} ->
+        {:noreply, fail(s, tag, reason)}
 
       _ ->
-        {:noreply, fail(s, :set_local_description, :no_description)}
+        {:noreply, s}
     end
-  end
-
-  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s) do
-    s = %{s | remote_set: true}
-
-    for c <- Enum.reverse(s.pending_candidates),
-        do: _ = PeerConnection.add_ice_candidate(s.config.specter, pc, c)
-
-    s = %{s | pending_candidates: []}
-
-    if s.role == :callee do
-      # The callee's tracks take the transceivers the offer made, then it answers.
-      add_senders(s)
-      _ = PeerConnection.create_answer(s.config.specter, pc)
-    end
-
-    {:noreply, s}
   end
 
   def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s),
@@ -666,16 +656,6 @@ defmodule Specter.Session do
 
     emit(s, {:track, track, info})
     {:noreply, s}
-  end
-
-  def handle_info({op, pc, reason}, %{pc: pc} = s)
-      when op in [
-             :offer_error,
-             :answer_error,
-             :set_local_description_error,
-             :set_remote_description_error
-           ] do
-    {:noreply, fail(s, op, reason)}
   end
 
   ## Timers, monitors
@@ -788,28 +768,17 @@ defmodule Specter.Session do
     end
   end
 
+  # Before the remote description (and the connection): queued, never dropped.
   defp on_signal(%{remote: from, state: state} = s, from, {:candidate, candidate})
-       when state in [:incoming_init, :negotiating, :active] do
-    cond do
-      candidate == nil ->
-        s
-
-      s.remote_set ->
-        _ = PeerConnection.add_ice_candidate(s.config.specter, s.pc, candidate)
-        s
-
-      true ->
-        # Before the remote description: queued, never dropped.
-        %{s | pending_candidates: [candidate | s.pending_candidates]}
-    end
-  end
+       when state in [:incoming_init, :negotiating, :active],
+       do: %{s | nego: Negotiation.remote_candidate(s.nego, candidate)}
 
   defp on_signal(s, _from, _message), do: s
 
   defp start_negotiation(s) do
     case PeerConnection.new(s.config.specter, s.config.api) do
       {:ok, pc} ->
-        s = %{s | pc: pc, pc_ready: false}
+        s = %{s | pc: pc, pc_ready: false, nego: Negotiation.put_peer_connection(s.nego, pc)}
         s |> transition(:negotiating) |> arm_timer(:negotiation)
 
       {:error, reason} ->
@@ -874,9 +843,9 @@ defmodule Specter.Session do
   end
 
   defp apply_remote(s, sdp) do
-    case PeerConnection.set_remote_description(s.config.specter, s.pc, sdp) do
-      :ok -> s
-      {:error, reason} -> fail(s, :set_remote_description, reason)
+    case Negotiation.set_remote_description(s.nego, sdp) do
+      {:ok, nego} -> %{s | nego: nego}
+      {{:error, reason}, _} -> fail(s, :set_remote_description, reason)
     end
   end
 
@@ -942,9 +911,8 @@ defmodule Specter.Session do
         pc_ready: false,
         dc: nil,
         dc_open: false,
-        remote_set: false,
+        nego: Negotiation.new(s.config.specter),
         pending_offer: nil,
-        pending_candidates: [],
         remote_tracks: %{audio: nil, video: nil},
         attached: nil
     }
