@@ -26,7 +26,7 @@ defmodule Specter.EchoPeer do
   @schema [
     specter: [type: {:struct, Specter}, required: true],
     port: [type: {:in, 1..65_535}],
-    ip: [type: :ip_address],
+    ip: [type: :host],
     name: [type: :string, default: "echo"],
     subscriber: [type: {:or, [nil, :pid]}]
   ]

@@ -44,6 +44,8 @@ defmodule Specter.Options do
       `:non_neg_integer`
     * `nil` - the value `nil` (with `{:or, [nil, type]}`: optional and nil-able)
     * `:ip_address` - an `:inet` address tuple
+    * `:host` - an `:inet` address tuple or a host name as a charlist (what
+      `:gen_tcp.connect/3` takes)
     * `:name` - a process name for `GenServer.start_link/3` (an atom, `{:global, term}` or
       `{:via, module, term}`), or `nil`
     * `{:in, values}` - one of a list or an integer range
@@ -63,6 +65,7 @@ defmodule Specter.Options do
           | :non_neg_integer
           | nil
           | :ip_address
+          | :host
           | :name
           | {:in, Enumerable.t()}
           | {:struct, module()}
@@ -200,9 +203,15 @@ defmodule Specter.Options do
   defp simple?(value, :non_neg_integer), do: is_integer(value) and value >= 0
   defp simple?(value, nil), do: is_nil(value)
   defp simple?(value, :ip_address), do: :inet.is_ip_address(value)
+  defp simple?(value, :host), do: :inet.is_ip_address(value) or host_name?(value)
   defp simple?(value, :name), do: name?(value)
   defp simple?(value, {:in, values}), do: Enum.member?(values, value)
   defp simple?(value, {:struct, module}), do: is_struct(value, module)
+
+  defp host_name?([_ | _] = name),
+    do: proper_list?(name) and Enum.all?(name, &(is_integer(&1) and &1 in 33..126))
+
+  defp host_name?(_), do: false
 
   defp name?(name) when is_atom(name), do: true
   defp name?({:global, _}), do: true

@@ -77,7 +77,7 @@ defmodule Specter.Room do
     name: [type: :string, required: true],
     peer_name: [type: :string],
     port: [type: {:in, 1..65_535}],
-    ip: [type: :ip_address],
+    ip: [type: :host],
     cluster: [type: :boolean, default: false],
     subscriber: [type: {:or, [nil, :pid]}]
   ]

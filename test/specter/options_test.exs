@@ -36,6 +36,10 @@ defmodule Specter.OptionsTest do
     assert ok.({:via, Registry, {:r, 1}}, :name)
     refute ok.("x", :name)
     refute ok.({127, 0, 0}, :ip_address)
+    assert ok.({0, 0, 0, 0, 0, 0, 0, 1}, :host)
+    assert ok.(~c"localhost", :host)
+    refute ok.("localhost", :host)
+    refute ok.([], :host)
     assert ok.(%Specter.RtpCodecCapability{}, {:struct, Specter.RtpCodecCapability})
     refute ok.(%{}, {:struct, Specter.RtpCodecCapability})
     refute ok.(["a" | "b"], {:list, :string})
@@ -45,5 +49,33 @@ defmodule Specter.OptionsTest do
 
     refute ok.(:x, {:custom, fn _ -> false end})
     refute ok.(:x, {:custom, fn _ -> :error end})
+  end
+
+  test "every constructor follows the same rules" do
+    {:ok, specter} = Specter.init()
+
+    constructors = [
+      {&Specter.Config.new/1, []},
+      {&Specter.Session.start_link/1,
+       [specter: specter, signaller: {Specter.Signaller.Local, :x}, peer_id: "a"]},
+      {&Specter.Room.start_link/1, [specter: specter, name: "r"]},
+      {&Specter.Room.Participant.start_link/1, [specter: specter, name: "p", room: "room:r"]},
+      {&Specter.EchoPeer.start_link/1, [specter: specter]},
+      {&Specter.Signaller.Local.start_link/1, [name: :x]},
+      {&Specter.Signalling.Server.start_link/1, []},
+      {&Specter.Signalling.Client.start_link/1, []}
+    ]
+
+    for {start, required} <- constructors do
+      assert start.(required ++ [colour: :blue]) == {:error, {:invalid_option, :colour}}
+      assert start.(required ++ [port: :http]) == {:error, {:invalid_option, :port}}
+      assert start.([:not_a_pair | required]) == {:error, {:invalid_argument, :options}}
+      assert start.(%{}) == {:error, {:invalid_argument, :options}}
+
+      for {key, _} <- required do
+        assert start.(Keyword.delete(required, key)) == {:error, {:missing_option, key}}
+        assert start.(Keyword.put(required, key, nil)) == {:error, {:missing_option, key}}
+      end
+    end
   end
 end

@@ -44,7 +44,7 @@ defmodule Specter.Room.Participant do
     name: [type: :string, required: true],
     room: [type: :string, required: true],
     port: [type: {:in, 1..65_535}],
-    ip: [type: :ip_address],
+    ip: [type: :host],
     audio: [type: :boolean, default: false],
     video: [type: :boolean, default: false],
     subscriber: [type: {:or, [nil, :pid]}],
