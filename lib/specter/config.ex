@@ -105,10 +105,11 @@ defmodule Specter.Config do
   @spec new(keyword()) ::
           {:ok, t()} | {:error, {:invalid_option, atom()} | {:invalid_argument, :options}}
   def new(opts \\ []) do
-    env = Application.get_all_env(:specter) |> Keyword.take(Keyword.keys(schema()))
+    schema = schema()
+    env = Application.get_all_env(:specter) |> Keyword.take(Keyword.keys(schema))
     opts = if Keyword.keyword?(opts), do: Keyword.merge(env, opts), else: opts
 
-    with {:ok, opts} <- Specter.Options.validate(opts, schema()) do
+    with {:ok, opts} <- Specter.Options.validate(opts, schema) do
       opts |> Enum.reduce(%__MODULE__{}, &put/2) |> finish()
     end
   end
@@ -116,8 +117,6 @@ defmodule Specter.Config do
   # The values every key accepts (Specter.Options types; the table above says what they
   # mean). `:ice_servers` and `:bind_addresses` are normalized on the way.
   defp schema do
-    upto = fn max -> {:or, [nil, {:in, 1..max}]} end
-
     [
       ice_servers: [type: {:list, {:custom, &ice_server/1}}],
       loopback_only: [type: :boolean],
@@ -129,13 +128,13 @@ defmodule Specter.Config do
       socket_buffer_size: [type: {:in, 0..1_073_741_824}],
       driver_wakeup: [type: :boolean],
       answer_early_checks: [type: :boolean],
-      ice_disconnected_timeout: [type: upto.(86_399_999)],
-      ice_failed_timeout: [type: upto.(86_399_999)],
+      ice_disconnected_timeout: [type: {:or, [nil, {:in, 1..86_399_999}]}],
+      ice_failed_timeout: [type: {:or, [nil, {:in, 1..86_399_999}]}],
       dtls_handshake_timeout: [type: {:in, 1..86_399_999}],
-      ice_keepalive_interval: [type: upto.(86_399_999)],
+      ice_keepalive_interval: [type: {:or, [nil, {:in, 1..86_399_999}]}],
       ice_prflx_acceptance_wait: [type: {:or, [nil, {:in, 0..86_399_999}]}],
-      ice_check_interval: [type: upto.(59_999)],
-      ice_max_binding_requests: [type: upto.(65_535)],
+      ice_check_interval: [type: {:or, [nil, {:in, 1..59_999}]}],
+      ice_max_binding_requests: [type: {:or, [nil, {:in, 1..65_535}]}],
       data_channel_send_buffer_limit: [type: :pos_integer],
       data_channel_active: [type: {:or, [:boolean, {:in, [:once]}, {:in, 1..2_147_483_647}]}],
       data_channel_receive_buffer: [type: {:in, 0..1_073_741_824}]
