@@ -33,6 +33,7 @@ defmodule Specter do
   | `:closed` | the object was closed |
   | `{:invalid_argument, name}` | an argument of the wrong type (`:specter`, `:peer_connection`, ...) |
   | `{:invalid_option, name}` | an unknown option, or a bad value |
+  | `{:missing_option, name}` | a required option of a constructor left out (`Specter.Options`: the rules every `start_link/1` follows) |
   | `:invalid_json` | text that is not JSON |
   | `:invalid_session_description` | JSON that is not `{"type": ..., "sdp": ...}` |
   | `{:invalid_sdp, detail}` | SDP that does not parse or apply |

@@ -88,33 +88,12 @@ defmodule Specter.Config do
             data_channel_active: true,
             data_channel_receive_buffer: 1024 * 1024
 
-  @keys [
-    :ice_servers,
-    :loopback_only,
-    :bind_addresses,
-    :interfaces,
-    :udp_port_range,
-    :mdns,
-    :answering_dtls_role,
-    :socket_buffer_size,
-    :driver_wakeup,
-    :answer_early_checks,
-    :ice_disconnected_timeout,
-    :ice_failed_timeout,
-    :dtls_handshake_timeout,
-    :ice_keepalive_interval,
-    :ice_prflx_acceptance_wait,
-    :ice_check_interval,
-    :ice_max_binding_requests,
-    :data_channel_send_buffer_limit,
-    :data_channel_active,
-    :data_channel_receive_buffer
-  ]
-
   @doc """
   Builds and validates a configuration from the application environment and `opts`.
 
-  Returns `{:error, {:invalid_option, key}}` for an unknown key or a bad value.
+  Returns `{:error, {:invalid_option, key}}` for an unknown key or a bad value, and
+  `{:error, {:invalid_argument, :options}}` for anything but a keyword list (the rules of
+  `Specter.Options`).
 
       iex> {:ok, config} = Specter.Config.new(loopback_only: true, udp_port_range: {40_000, 40_100})
       iex> {config.loopback_only, config.udp_port_range}
@@ -123,27 +102,49 @@ defmodule Specter.Config do
       iex> Specter.Config.new(colour: :blue)
       {:error, {:invalid_option, :colour}}
   """
-  @spec new(keyword()) :: {:ok, t()} | {:error, {:invalid_option, atom()}}
-  def new(opts \\ [])
+  @spec new(keyword()) ::
+          {:ok, t()} | {:error, {:invalid_option, atom()} | {:invalid_argument, :options}}
+  def new(opts \\ []) do
+    schema = schema()
+    env = Application.get_all_env(:specter) |> Keyword.take(Keyword.keys(schema))
+    opts = if Keyword.keyword?(opts), do: Keyword.merge(env, opts), else: opts
 
-  def new(opts) when is_list(opts) do
-    env = Application.get_all_env(:specter) |> Keyword.take(@keys)
-
-    if Keyword.keyword?(opts) do
-      Enum.reduce_while(Keyword.merge(env, opts), {:ok, %__MODULE__{}}, fn {key, value},
-                                                                           {:ok, acc} ->
-        case put(acc, key, value) do
-          {:ok, acc} -> {:cont, {:ok, acc}}
-          :error -> {:halt, {:error, {:invalid_option, key}}}
-        end
-      end)
-      |> finish()
-    else
-      {:error, {:invalid_argument, :options}}
+    with {:ok, opts} <- Specter.Options.validate(opts, schema) do
+      opts |> Enum.reduce(%__MODULE__{}, &put/2) |> finish()
     end
   end
 
-  def new(_opts), do: {:error, {:invalid_argument, :options}}
+  # The values every key accepts (Specter.Options types; the table above says what they
+  # mean). `:ice_servers` and `:bind_addresses` are normalized on the way.
+  defp schema do
+    [
+      ice_servers: [type: {:list, {:custom, &ice_server/1}}],
+      loopback_only: [type: :boolean],
+      bind_addresses: [type: {:list, {:custom, &ip_string/1}}],
+      interfaces: [type: {:list, :string}],
+      udp_port_range: [type: {:or, [nil, {:custom, &port_range?/1}]}],
+      mdns: [type: {:in, [:disabled, :query_only, :query_and_gather]}],
+      answering_dtls_role: [type: {:in, [:auto, :client, :server]}],
+      socket_buffer_size: [type: {:in, 0..1_073_741_824}],
+      driver_wakeup: [type: :boolean],
+      answer_early_checks: [type: :boolean],
+      ice_disconnected_timeout: [type: {:or, [nil, {:in, 1..86_399_999}]}],
+      ice_failed_timeout: [type: {:or, [nil, {:in, 1..86_399_999}]}],
+      dtls_handshake_timeout: [type: {:in, 1..86_399_999}],
+      ice_keepalive_interval: [type: {:or, [nil, {:in, 1..86_399_999}]}],
+      ice_prflx_acceptance_wait: [type: {:or, [nil, {:in, 0..86_399_999}]}],
+      ice_check_interval: [type: {:or, [nil, {:in, 1..59_999}]}],
+      ice_max_binding_requests: [type: {:or, [nil, {:in, 1..65_535}]}],
+      data_channel_send_buffer_limit: [type: :pos_integer],
+      data_channel_active: [type: {:or, [:boolean, {:in, [:once]}, {:in, 1..2_147_483_647}]}],
+      data_channel_receive_buffer: [type: {:in, 0..1_073_741_824}]
+    ]
+  end
+
+  defp port_range?({lo, hi}) when is_integer(lo) and is_integer(hi),
+    do: lo in 1..65_535 and hi in 1..65_535 and lo <= hi
+
+  defp port_range?(_), do: false
 
   @doc """
   Normalizes a list of ICE servers (URL strings or maps) to maps with `:urls`,
@@ -153,20 +154,8 @@ defmodule Specter.Config do
       {:ok, [%{urls: ["stun:127.0.0.1:3478"], username: nil, credential: nil}, %{urls: ["turn:127.0.0.1"], username: "u", credential: "p"}]}
   """
   @spec normalize_ice_servers(term()) :: {:ok, [ice_server()]} | :error
-  def normalize_ice_servers(servers) when is_list(servers) do
-    Enum.reduce_while(servers, {:ok, []}, fn server, {:ok, acc} ->
-      case ice_server(server) do
-        {:ok, s} -> {:cont, {:ok, [s | acc]}}
-        :error -> {:halt, :error}
-      end
-    end)
-    |> case do
-      {:ok, list} -> {:ok, Enum.reverse(list)}
-      :error -> :error
-    end
-  end
-
-  def normalize_ice_servers(_), do: :error
+  def normalize_ice_servers(servers),
+    do: Specter.Options.check(servers, {:list, {:custom, &ice_server/1}})
 
   defp ice_server(url) when is_binary(url), do: ice_server(%{urls: [url]})
 
@@ -190,88 +179,13 @@ defmodule Specter.Config do
 
   defp url?(url), do: is_binary(url) and String.match?(url, ~r/^(stun|stuns|turn|turns):/)
 
-  defp put(acc, :ice_servers, value) do
-    with {:ok, servers} <- normalize_ice_servers(value), do: {:ok, %{acc | ice_servers: servers}}
-  end
+  # Bind addresses accumulate (`:interfaces` adds to them too); any other key is set.
+  defp put({:bind_addresses, ips}, config),
+    do: %{config | bind_addresses: Enum.uniq(config.bind_addresses ++ ips)}
 
-  defp put(acc, key, value)
-       when key in [:loopback_only, :driver_wakeup, :answer_early_checks] and is_boolean(value),
-       do: {:ok, Map.put(acc, key, value)}
+  defp put({key, value}, config), do: Map.replace!(config, key, value)
 
-  defp put(acc, :bind_addresses, value) when is_list(value) do
-    value
-    |> Enum.map(&ip_string/1)
-    |> Enum.reduce_while({:ok, []}, fn
-      {:ok, ip}, {:ok, ips} -> {:cont, {:ok, [ip | ips]}}
-      :error, _ -> {:halt, :error}
-    end)
-    |> case do
-      {:ok, ips} ->
-        {:ok, %{acc | bind_addresses: Enum.uniq(acc.bind_addresses ++ Enum.reverse(ips))}}
-
-      :error ->
-        :error
-    end
-  end
-
-  defp put(acc, :interfaces, value) when is_list(value) do
-    if Enum.all?(value, &is_binary/1) do
-      {:ok, %{acc | interfaces: value}}
-    else
-      :error
-    end
-  end
-
-  defp put(acc, :udp_port_range, nil), do: {:ok, %{acc | udp_port_range: nil}}
-
-  defp put(acc, :udp_port_range, {lo, hi} = range)
-       when is_integer(lo) and is_integer(hi) and lo in 1..65_535 and hi in 1..65_535 and lo <= hi,
-       do: {:ok, %{acc | udp_port_range: range}}
-
-  defp put(acc, :mdns, value) when value in [:disabled, :query_only, :query_and_gather],
-    do: {:ok, %{acc | mdns: value}}
-
-  defp put(acc, :answering_dtls_role, value) when value in [:auto, :client, :server],
-    do: {:ok, %{acc | answering_dtls_role: value}}
-
-  defp put(acc, key, value)
-       when key in [:socket_buffer_size, :data_channel_receive_buffer] and is_integer(value) and
-              value >= 0 and value <= 1_073_741_824,
-       do: {:ok, Map.put(acc, key, value)}
-
-  defp put(acc, key, value)
-       when key in [:data_channel_send_buffer_limit] and is_integer(value) and value > 0,
-       do: {:ok, Map.put(acc, key, value)}
-
-  defp put(acc, key, value)
-       when key in [:ice_disconnected_timeout, :ice_failed_timeout, :ice_keepalive_interval] and
-              (is_nil(value) or (is_integer(value) and value > 0 and value < 86_400_000)),
-       do: {:ok, Map.put(acc, key, value)}
-
-  defp put(acc, :dtls_handshake_timeout, value)
-       when is_integer(value) and value > 0 and value < 86_400_000,
-       do: {:ok, %{acc | dtls_handshake_timeout: value}}
-
-  defp put(acc, :data_channel_active, value)
-       when is_boolean(value) or value == :once or
-              (is_integer(value) and value > 0 and value <= 2_147_483_647),
-       do: {:ok, %{acc | data_channel_active: value}}
-
-  defp put(acc, :ice_check_interval, value)
-       when is_nil(value) or (is_integer(value) and value > 0 and value < 60_000),
-       do: {:ok, %{acc | ice_check_interval: value}}
-
-  defp put(acc, :ice_max_binding_requests, value)
-       when is_nil(value) or (is_integer(value) and value > 0 and value <= 65_535),
-       do: {:ok, %{acc | ice_max_binding_requests: value}}
-
-  defp put(acc, :ice_prflx_acceptance_wait, value)
-       when is_nil(value) or (is_integer(value) and value >= 0 and value < 86_400_000),
-       do: {:ok, %{acc | ice_prflx_acceptance_wait: value}}
-
-  defp put(_acc, _key, _value), do: :error
-
-  defp finish({:ok, config}) do
+  defp finish(config) do
     with {:ok, config} <- resolve_interfaces(config) do
       if config.loopback_only and not Enum.all?(config.bind_addresses, &loopback?/1) do
         {:error, {:invalid_option, :bind_addresses}}
@@ -280,8 +194,6 @@ defmodule Specter.Config do
       end
     end
   end
-
-  defp finish(error), do: error
 
   defp resolve_interfaces(%{interfaces: []} = config), do: {:ok, config}
 

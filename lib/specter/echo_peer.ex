@@ -23,18 +23,26 @@ defmodule Specter.EchoPeer do
   alias Specter.{Session, TrackRemote}
   alias Specter.Signalling.Client
 
+  @schema [
+    specter: [type: {:struct, Specter}, required: true],
+    port: [type: {:in, 1..65_535}],
+    ip: [type: :host],
+    name: [type: :string, default: "echo"],
+    subscriber: [type: {:or, [nil, :pid]}]
+  ]
+
   @doc """
   Starts the echo peer. Options: `:specter` (required), `:port` and `:ip` of the signalling
   server (8888, `{127, 0, 0, 1}`), `:name` to sign in with (`"echo"`), `:subscriber`.
+  Errors follow `Specter.Options`.
 
       iex> Specter.EchoPeer.start_link(port: 1)
       {:error, {:missing_option, :specter}}
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
-    if Keyword.has_key?(opts, :specter),
-      do: GenServer.start_link(__MODULE__, opts),
-      else: {:error, {:missing_option, :specter}}
+    with {:ok, opts} <- Specter.Options.validate(opts, @schema),
+         do: GenServer.start_link(__MODULE__, opts)
   end
 
   @doc """
@@ -67,16 +75,11 @@ defmodule Specter.EchoPeer do
 
   @impl true
   def init(opts) do
-    specter = Keyword.fetch!(opts, :specter)
-    name = Keyword.get(opts, :name, "echo")
+    specter = opts[:specter]
+    name = opts[:name]
 
-    client_opts = [
-      peer_name: name,
-      port: Keyword.get(opts, :port, 8888),
-      ip: Keyword.get(opts, :ip, {127, 0, 0, 1})
-    ]
-
-    with {:ok, client} <- Client.start_link(client_opts),
+    with {:ok, client} <-
+           Client.start_link([peer_name: name] ++ Keyword.take(opts, [:port, :ip])),
          {:ok, _id} <- Client.await_signed_in(client, 5_000),
          {:ok, session} <-
            Session.start_link(
@@ -93,7 +96,7 @@ defmodule Specter.EchoPeer do
          specter: specter,
          client: client,
          session: session,
-         subscriber: Keyword.get(opts, :subscriber),
+         subscriber: opts[:subscriber],
          stats: %{calls: 0, messages: 0, tracks: 0}
        }}
     else

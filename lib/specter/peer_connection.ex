@@ -1069,7 +1069,7 @@ defmodule Specter.PeerConnection do
   def await_connected(specter, pcs, timeout)
       when is_list(pcs) and
              (timeout == :infinity or (is_integer(timeout) and timeout in 0..4_294_967_295)) do
-    if proper_list?(pcs) do
+    if Specter.Options.proper_list?(pcs) do
       deadline =
         if timeout == :infinity,
           do: :infinity,
@@ -1116,12 +1116,8 @@ defmodule Specter.PeerConnection do
     end
   end
 
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
-
   defp bool_options(options, allowed) when is_list(options) do
-    if proper_list?(options),
+    if Specter.Options.proper_list?(options),
       do: bool_options_list(options, allowed),
       else: {:error, {:invalid_argument, :options}}
   end

@@ -72,21 +72,29 @@ defmodule Specter.Room do
           node: node()
         }
 
+  @schema [
+    specter: [type: {:struct, Specter}, required: true],
+    name: [type: :string, required: true],
+    peer_name: [type: :string],
+    port: [type: {:in, 1..65_535}],
+    ip: [type: :host],
+    cluster: [type: :boolean, default: false],
+    subscriber: [type: {:or, [nil, :pid]}]
+  ]
+
   @doc """
   Starts a room. Options: `:specter` and `:name` (required), `:port` and `:ip` of the
   signalling server (8888, `{127, 0, 0, 1}`), `:peer_name` to sign in under
-  (`"room:" <> name`), `:cluster` (`false`), `:subscriber`.
+  (`"room:" <> name`), `:cluster` (`false`), `:subscriber`. Errors follow
+  `Specter.Options`.
 
       iex> Specter.Room.start_link(name: "x")
       {:error, {:missing_option, :specter}}
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
-    cond do
-      not is_struct(opts[:specter], Specter) -> {:error, {:missing_option, :specter}}
-      not is_binary(opts[:name]) -> {:error, {:missing_option, :name}}
-      true -> GenServer.start_link(__MODULE__, opts)
-    end
+    with {:ok, opts} <- Specter.Options.validate(opts, @schema),
+         do: GenServer.start_link(__MODULE__, opts)
   end
 
   @doc """
@@ -130,15 +138,12 @@ defmodule Specter.Room do
     specter = opts[:specter]
     name = opts[:name]
 
-    client_opts = [
-      peer_name: Keyword.get(opts, :peer_name, "room:" <> name),
-      port: Keyword.get(opts, :port, 8888),
-      ip: Keyword.get(opts, :ip, {127, 0, 0, 1})
-    ]
+    client_opts = [peer_name: Keyword.get(opts, :peer_name, "room:" <> name)]
+    client_opts = client_opts ++ Keyword.take(opts, [:port, :ip])
 
     with {:ok, client} <- Client.start_link(client_opts),
          {:ok, _id} <- Client.await_signed_in(client, 5_000) do
-      cluster = Keyword.get(opts, :cluster, false)
+      cluster = opts[:cluster]
 
       s = %{
         specter: specter,

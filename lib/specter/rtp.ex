@@ -166,14 +166,14 @@ defmodule Specter.RTP do
   defp valid?(_), do: false
 
   defp valid_csrc?(csrc) do
-    is_list(csrc) and proper_list?(csrc) and length(csrc) <= 15 and
+    is_list(csrc) and Specter.Options.proper_list?(csrc) and length(csrc) <= 15 and
       Enum.all?(csrc, &u(&1, 32))
   end
 
   defp valid_extensions?(nil, extensions), do: extensions == []
 
   defp valid_extensions?(profile, extensions) when u(profile, 16) and is_list(extensions) do
-    proper_list?(extensions) and
+    Specter.Options.proper_list?(extensions) and
       Enum.all?(extensions, fn
         {id, data} when is_binary(data) -> valid_element?(profile, id, data)
         _ -> false
@@ -201,10 +201,6 @@ defmodule Specter.RTP do
       acc + byte_size(data) + if(profile == 0xBEDE or profile in 0x1000..0x100F, do: per, else: 0)
     end)
   end
-
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
 
   defp encode_valid(p) do
     extension = if p.extension_profile == nil, do: 0, else: 1

@@ -28,16 +28,12 @@ defmodule Specter.RtpCodecCapability do
       when is_binary(c.mime_type) and is_integer(c.clock_rate) and c.clock_rate >= 0 and
              c.clock_rate <= 0xFFFFFFFF and is_integer(c.channels) and c.channels >= 0 and
              c.channels <= 0xFFFF and is_binary(c.sdp_fmtp_line) and is_list(c.rtcp_feedback) do
-    if proper_list?(c.rtcp_feedback),
+    if Specter.Options.proper_list?(c.rtcp_feedback),
       do: feedback_to_native(c),
       else: {:error, {:invalid_argument, :codec}}
   end
 
   def to_native(_), do: {:error, {:invalid_argument, :codec}}
-
-  defp proper_list?([]), do: true
-  defp proper_list?([_ | tail]), do: proper_list?(tail)
-  defp proper_list?(_), do: false
 
   defp feedback_to_native(c) do
     feedback =

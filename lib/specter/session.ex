@@ -82,7 +82,10 @@ defmodule Specter.Session do
 
   use GenServer
 
-  alias Specter.{DataChannel, PeerConnection, RtpCodecCapability, TrackLocalStaticSample}
+  alias Specter.{DataChannel, Negotiation, PeerConnection, RtpCodecCapability}
+  alias Specter.TrackLocalStaticSample
+
+  require Negotiation
 
   @typedoc "A session process."
   @type t() :: GenServer.server()
@@ -168,15 +171,15 @@ defmodule Specter.Session do
 
   @doc """
   Starts a session linked to the caller (see `t:option/0`). Options are checked before the
-  process starts: `{:error, {:missing_option, key}}`, `{:error, {:invalid_option, key}}`
-  (a value of the wrong type or shape, a signaller module without `register/3`, an unknown
-  key), `{:error, {:invalid_argument, :options}}` (not a keyword list) or
-  `{:error, :nothing_to_negotiate}` (no data channel and no media). Once it has started, a
-  session whose peer id is taken on the signaller stops with the signaller's reason
-  (`:already_registered`, `:signaller_down`), and one whose codec the instance refuses
-  with `{:invalid_option, {:audio_codec | :video_codec, reason}}`: `start_link/1` returns
-  `{:error, reason}` and, as for any `GenServer`, the caller receives the exit signal
-  unless it traps exits.
+  process starts, by the rules of `Specter.Options`: `{:error, {:missing_option, key}}`,
+  `{:error, {:invalid_option, key}}` (a value of the wrong type or shape, a signaller
+  module without `register/3`, an unknown key), `{:error, {:invalid_argument, :options}}`
+  (not a keyword list) or `{:error, :nothing_to_negotiate}` (no data channel and no
+  media). Once it has started, a session whose peer id is taken on the signaller stops
+  with the signaller's reason (`:already_registered`, `:signaller_down`), and one whose
+  codec the instance refuses with `{:invalid_option, {:audio_codec | :video_codec,
+  reason}}`: `start_link/1` returns `{:error, reason}` and, as for any `GenServer`, the
+  caller receives the exit signal unless it traps exits.
 
       iex> Specter.Session.start_link(peer_id: "x")
       {:error, {:missing_option, :specter}}
@@ -185,20 +188,13 @@ defmodule Specter.Session do
   """
   @spec start_link([option()]) :: GenServer.on_start()
   def start_link(opts) do
-    with true <- Keyword.keyword?(opts) || {:error, {:invalid_argument, :options}},
+    with {:ok, opts} <- Specter.Options.validate(opts, schema()),
          {name, opts} = Keyword.pop(opts, :name),
-         true <- valid_name?(name) || {:error, {:invalid_option, :name}},
-         {:ok, config} <- validate(opts) do
+         {:ok, config} <- config(opts) do
       gen_opts = if name, do: [name: name], else: []
       GenServer.start_link(__MODULE__, config, gen_opts)
     end
   end
-
-  defp valid_name?(nil), do: true
-  defp valid_name?(name) when is_atom(name), do: true
-  defp valid_name?({:global, _}), do: true
-  defp valid_name?({:via, mod, _}) when is_atom(mod), do: true
-  defp valid_name?(_), do: false
 
   @doc """
   A child spec: `{Specter.Session, opts}` in a supervisor (`id` is the peer id).
@@ -381,159 +377,51 @@ defmodule Specter.Session do
 
   ## Options
 
-  defp validate(opts) do
-    with {:ok, specter} <- required(opts, :specter),
-         true <- is_struct(specter, Specter) || {:error, {:invalid_option, :specter}},
-         {:ok, signaller} <- required(opts, :signaller),
-         true <- signaller?(signaller) || {:error, {:invalid_option, :signaller}},
-         {:ok, peer_id} <- required(opts, :peer_id),
-         true <- is_binary(peer_id) || {:error, {:invalid_option, :peer_id}},
-         {:ok, audio} <- direction(opts, :audio),
-         {:ok, video} <- direction(opts, :video),
-         {:ok, data_channel} <- boolean(opts, :data_channel, true),
-         {:ok, label} <- string(opts, :data_channel_label, "data"),
-         {:ok, negotiation_timeout} <- timeout(opts, :negotiation_timeout, 30_000),
-         {:ok, disconnect_timeout} <- timeout(opts, :disconnect_timeout, 5_000),
-         {:ok, subscriber} <- subscriber(opts),
-         {:ok, track_type} <- track_type(opts),
-         {:ok, audio_codec} <- codec(opts, :audio_codec, @opus),
-         {:ok, video_codec} <- codec(opts, :video_codec, @vp8),
-         {:ok, ice_servers} <- ice_servers(opts),
-         {:ok, api} <- api(opts),
-         :ok <- known_keys(opts),
-         :ok <- something_to_negotiate(data_channel, audio, video) do
-      {:ok,
-       %{
-         specter: specter,
-         signaller: signaller,
-         peer_id: peer_id,
-         subscriber: subscriber,
-         data_channel: data_channel,
-         label: label,
-         audio: audio,
-         video: video,
-         audio_codec: audio_codec,
-         video_codec: video_codec,
-         track_type: track_type,
-         ice_servers: ice_servers,
-         api: api,
-         negotiation_timeout: negotiation_timeout,
-         disconnect_timeout: disconnect_timeout
-       }}
+  defp schema do
+    direction = {:in, [nil, :sendrecv, :sendonly, :recvonly]}
+    codec = {:custom, &match?({:ok, _}, RtpCodecCapability.to_native(&1))}
+    ice_servers = {:custom, &match?({:ok, _}, Specter.Config.normalize_ice_servers(&1))}
+
+    [
+      specter: [type: {:struct, Specter}, required: true],
+      signaller: [type: {:custom, &signaller?/1}, required: true],
+      peer_id: [type: :string, required: true],
+      subscriber: [type: {:or, [nil, :pid]}, default: nil],
+      data_channel: [type: :boolean, default: true],
+      data_channel_label: [type: :string, default: "data"],
+      audio: [type: direction, default: nil],
+      video: [type: direction, default: nil],
+      audio_codec: [type: codec, default: @opus],
+      video_codec: [type: codec, default: @vp8],
+      local_tracks: [type: {:custom, &track_type/1}, default: :sample],
+      ice_servers: [type: {:or, [nil, ice_servers]}, default: nil],
+      api: [type: {:or, [nil, :string]}, default: nil],
+      negotiation_timeout: [type: :pos_integer, default: 30_000],
+      disconnect_timeout: [type: :pos_integer, default: 5_000],
+      name: [type: :name]
+    ]
+  end
+
+  # The first of a key given twice wins, as with `Keyword.get/2`.
+  defp config(opts) do
+    if opts[:data_channel] or opts[:audio] != nil or opts[:video] != nil do
+      {label, opts} = Keyword.pop(opts, :data_channel_label)
+      {track_type, opts} = Keyword.pop(opts, :local_tracks)
+      config = opts |> Enum.reverse() |> Map.new()
+      {:ok, Map.merge(config, %{label: label, track_type: track_type})}
+    else
+      {:error, :nothing_to_negotiate}
     end
   end
 
-  @known [
-    :specter,
-    :signaller,
-    :peer_id,
-    :subscriber,
-    :data_channel,
-    :data_channel_label,
-    :audio,
-    :video,
-    :audio_codec,
-    :video_codec,
-    :local_tracks,
-    :ice_servers,
-    :api,
-    :negotiation_timeout,
-    :disconnect_timeout
-  ]
-
-  defp known_keys(opts) do
-    case Enum.find(opts, fn {k, _} -> k not in @known end) do
-      nil -> :ok
-      {k, _} -> {:error, {:invalid_option, k}}
-    end
-  end
-
-  defp required(opts, key) do
-    case Keyword.fetch(opts, key) do
-      {:ok, value} when not is_nil(value) -> {:ok, value}
-      _ -> {:error, {:missing_option, key}}
-    end
-  end
-
-  defp direction(opts, key) do
-    case Keyword.get(opts, key) do
-      d when d in [nil, :sendrecv, :sendonly, :recvonly] -> {:ok, d}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp boolean(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      b when is_boolean(b) -> {:ok, b}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp string(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      s when is_binary(s) -> {:ok, s}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp timeout(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      t when is_integer(t) and t > 0 -> {:ok, t}
-      _ -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp subscriber(opts) do
-    case Keyword.get(opts, :subscriber) do
-      pid when is_pid(pid) or is_nil(pid) -> {:ok, pid}
-      _ -> {:error, {:invalid_option, :subscriber}}
-    end
-  end
-
-  defp track_type(opts) do
-    case Keyword.get(opts, :local_tracks, :sample) do
-      :sample -> {:ok, TrackLocalStaticSample}
-      :rtp -> {:ok, Specter.TrackLocalStaticRTP}
-      _ -> {:error, {:invalid_option, :local_tracks}}
-    end
-  end
+  defp track_type(:sample), do: {:ok, TrackLocalStaticSample}
+  defp track_type(:rtp), do: {:ok, Specter.TrackLocalStaticRTP}
+  defp track_type(_), do: false
 
   defp signaller?({mod, _config}) when is_atom(mod),
     do: Code.ensure_loaded?(mod) and function_exported?(mod, :register, 3)
 
   defp signaller?(_), do: false
-
-  defp codec(opts, key, default) do
-    codec = Keyword.get(opts, key, default)
-
-    case RtpCodecCapability.to_native(codec) do
-      {:ok, _} -> {:ok, codec}
-      {:error, _} -> {:error, {:invalid_option, key}}
-    end
-  end
-
-  defp ice_servers(opts) do
-    case Keyword.get(opts, :ice_servers) do
-      nil ->
-        {:ok, nil}
-
-      servers ->
-        case Specter.Config.normalize_ice_servers(servers) do
-          {:ok, _} -> {:ok, servers}
-          :error -> {:error, {:invalid_option, :ice_servers}}
-        end
-    end
-  end
-
-  defp api(opts) do
-    case Keyword.get(opts, :api) do
-      api when is_nil(api) or is_binary(api) -> {:ok, api}
-      _ -> {:error, {:invalid_option, :api}}
-    end
-  end
-
-  defp something_to_negotiate(false, nil, nil), do: {:error, :nothing_to_negotiate}
-  defp something_to_negotiate(_, _, _), do: :ok
 
   ## Server
 
@@ -557,9 +445,8 @@ defmodule Specter.Session do
         pc_ready: false,
         dc: nil,
         dc_open: false,
-        remote_set: false,
+        nego: Negotiation.new(config.specter),
         pending_offer: nil,
-        pending_candidates: [],
         tracks: tracks,
         remote_tracks: %{audio: nil, video: nil},
         attached: nil,
@@ -701,41 +588,29 @@ defmodule Specter.Session do
   def handle_info({:peer_connection_error, pc, reason}, %{pc: pc} = s),
     do: {:noreply, fail(s, :new_peer_connection, reason)}
 
-  def handle_info({:offer, pc, offer}, %{pc: pc, role: :caller} = s) do
-    _ = PeerConnection.set_local_description(s.config.specter, pc, offer)
-    {:noreply, Map.put(s, :local_sdp, offer)}
-  end
+  def handle_info(message, %{pc: pc} = s) when Negotiation.is_message(message, pc) do
+    {action, nego} = Negotiation.handle_message(s.nego, message)
+    s = %{s | nego: nego}
 
-  def handle_info({:answer, pc, answer}, %{pc: pc, role: :callee} = s) do
-    _ = PeerConnection.set_local_description(s.config.specter, pc, answer)
-    {:noreply, Map.put(s, :local_sdp, answer)}
-  end
+    case action do
+      {:local_description, sdp} ->
+        {:noreply, send_or_end(s, {:sdp, sdp})}
 
-  def handle_info({:ok, pc, :set_local_description}, %{pc: pc} = s) do
-    case Specter.JSON.decode(Map.get(s, :local_sdp, "")) do
-      {:ok, %{"type" => _, "sdp" => _} = sdp} ->
-        {:noreply, send_or_end(s, {:sdp, Map.take(sdp, ["type", "sdp"])})}
+      {:remote_description, :offer} ->
+        # The callee's tracks take the transceivers the offer made, then it answers.
+        add_senders(s)
+        _ = PeerConnection.create_answer(s.config.specter, pc)
+        {:noreply, s}
+
+      {:error, :no_local_description} ->
+        {:noreply, fail(s, :set_local_description, :no_description)}
+
+      {:error, {tag, reason}} ->
+        {:noreply, fail(s, tag, reason)}
 
       _ ->
-        {:noreply, fail(s, :set_local_description, :no_description)}
+        {:noreply, s}
     end
-  end
-
-  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s) do
-    s = %{s | remote_set: true}
-
-    for c <- Enum.reverse(s.pending_candidates),
-        do: _ = PeerConnection.add_ice_candidate(s.config.specter, pc, c)
-
-    s = %{s | pending_candidates: []}
-
-    if s.role == :callee do
-      # The callee's tracks take the transceivers the offer made, then it answers.
-      add_senders(s)
-      _ = PeerConnection.create_answer(s.config.specter, pc)
-    end
-
-    {:noreply, s}
   end
 
   def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s),
@@ -781,16 +656,6 @@ defmodule Specter.Session do
 
     emit(s, {:track, track, info})
     {:noreply, s}
-  end
-
-  def handle_info({op, pc, reason}, %{pc: pc} = s)
-      when op in [
-             :offer_error,
-             :answer_error,
-             :set_local_description_error,
-             :set_remote_description_error
-           ] do
-    {:noreply, fail(s, op, reason)}
   end
 
   ## Timers, monitors
@@ -903,28 +768,17 @@ defmodule Specter.Session do
     end
   end
 
+  # Before the remote description (and the connection): queued, never dropped.
   defp on_signal(%{remote: from, state: state} = s, from, {:candidate, candidate})
-       when state in [:incoming_init, :negotiating, :active] do
-    cond do
-      candidate == nil ->
-        s
-
-      s.remote_set ->
-        _ = PeerConnection.add_ice_candidate(s.config.specter, s.pc, candidate)
-        s
-
-      true ->
-        # Before the remote description: queued, never dropped.
-        %{s | pending_candidates: [candidate | s.pending_candidates]}
-    end
-  end
+       when state in [:incoming_init, :negotiating, :active],
+       do: %{s | nego: Negotiation.remote_candidate(s.nego, candidate)}
 
   defp on_signal(s, _from, _message), do: s
 
   defp start_negotiation(s) do
     case PeerConnection.new(s.config.specter, s.config.api) do
       {:ok, pc} ->
-        s = %{s | pc: pc, pc_ready: false}
+        s = %{s | pc: pc, pc_ready: false, nego: Negotiation.put_peer_connection(s.nego, pc)}
         s |> transition(:negotiating) |> arm_timer(:negotiation)
 
       {:error, reason} ->
@@ -989,9 +843,9 @@ defmodule Specter.Session do
   end
 
   defp apply_remote(s, sdp) do
-    case PeerConnection.set_remote_description(s.config.specter, s.pc, sdp) do
-      :ok -> s
-      {:error, reason} -> fail(s, :set_remote_description, reason)
+    case Negotiation.set_remote_description(s.nego, sdp) do
+      {:ok, nego} -> %{s | nego: nego}
+      {{:error, reason}, _} -> fail(s, :set_remote_description, reason)
     end
   end
 
@@ -1057,9 +911,8 @@ defmodule Specter.Session do
         pc_ready: false,
         dc: nil,
         dc_open: false,
-        remote_set: false,
+        nego: Negotiation.new(s.config.specter),
         pending_offer: nil,
-        pending_candidates: [],
         remote_tracks: %{audio: nil, video: nil},
         attached: nil
     }

@@ -3,6 +3,7 @@ defmodule Specter.NegotiationTest do
   # candidate pair in stats (JSEP RFC 9429, ICE RFC 8445, trickle ICE RFC 8838, ICE SDP
   # RFC 8839, W3C localDescription and RTCIceCandidateStats).
   use ExUnit.Case, async: true
+  doctest Specter.Negotiation
 
   import Specter.TestSupport
 

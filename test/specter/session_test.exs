@@ -3,7 +3,7 @@ defmodule Specter.SessionTest do
   # transition of icey's tables and every failure path.
   use ExUnit.Case, async: false
 
-  alias Specter.{PeerConnection, Session, TrackLocalStaticSample}
+  alias Specter.{Negotiation, PeerConnection, Session, TrackLocalStaticSample}
   alias Specter.Signaller.Local
 
   doctest Specter.Session
@@ -265,11 +265,12 @@ defmodule Specter.SessionTest do
     :ok = Session.accept(bob)
 
     # Alice's candidates reach Bob while her offer is held back: Bob queues them.
-    assert wait_until(fn -> length(:sys.get_state(bob).pending_candidates) > 0 end, 5_000)
-    assert :sys.get_state(bob).remote_set == false
+    negotiation = fn -> :sys.get_state(bob).nego end
+    assert wait_until(fn -> Negotiation.pending_candidates(negotiation.()) != [] end, 5_000)
+    refute Negotiation.remote_description_set?(negotiation.())
     events_until(alice, {:state, :active})
     events_until(bob, {:state, :active})
-    assert :sys.get_state(bob).pending_candidates == []
+    assert Negotiation.pending_candidates(negotiation.()) == []
 
     # Bob knows Alice's host candidates (not only peer-reflexive ones learnt from checks):
     # the queued candidates were added once the offer was set.

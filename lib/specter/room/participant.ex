@@ -30,27 +30,38 @@ defmodule Specter.Room.Participant do
 
   use GenServer
 
-  alias Specter.{DataChannel, PeerConnection, RtpCodecCapability, TrackLocalStaticRTP}
-  alias Specter.Room.Negotiation
+  alias Specter.{DataChannel, Negotiation, PeerConnection, RtpCodecCapability}
   alias Specter.Signalling.Client
+  alias Specter.TrackLocalStaticRTP
+
+  require Negotiation
 
   @typedoc "A participant process."
   @type t() :: GenServer.server()
 
+  @schema [
+    specter: [type: {:struct, Specter}, required: true],
+    name: [type: :string, required: true],
+    room: [type: :string, required: true],
+    port: [type: {:in, 1..65_535}],
+    ip: [type: :host],
+    audio: [type: :boolean, default: false],
+    video: [type: :boolean, default: false],
+    subscriber: [type: {:or, [nil, :pid]}],
+    data_channel_active: [type: :boolean, default: true]
+  ]
+
   @doc """
-  Starts a participant and joins the room.
+  Starts a participant and joins the room (see the module documentation for the options;
+  errors follow `Specter.Options`).
 
       iex> Specter.Room.Participant.start_link(name: "x", room: "room:y")
       {:error, {:missing_option, :specter}}
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
-    cond do
-      not is_struct(opts[:specter], Specter) -> {:error, {:missing_option, :specter}}
-      not is_binary(opts[:name]) -> {:error, {:missing_option, :name}}
-      not is_binary(opts[:room]) -> {:error, {:missing_option, :room}}
-      true -> GenServer.start_link(__MODULE__, opts)
-    end
+    with {:ok, opts} <- Specter.Options.validate(opts, @schema),
+         do: GenServer.start_link(__MODULE__, opts)
   end
 
   @doc "The participant's own tracks, `%{audio: track | nil, video: track | nil}`."
@@ -83,11 +94,7 @@ defmodule Specter.Room.Participant do
     Process.flag(:trap_exit, true)
     specter = opts[:specter]
 
-    client_opts = [
-      peer_name: opts[:name],
-      port: Keyword.get(opts, :port, 8888),
-      ip: Keyword.get(opts, :ip, {127, 0, 0, 1})
-    ]
+    client_opts = [peer_name: opts[:name]] ++ Keyword.take(opts, [:port, :ip])
 
     with {:ok, client} <- Client.start_link(client_opts),
          {:ok, _id} <- Client.await_signed_in(client, 5_000),
@@ -103,17 +110,14 @@ defmodule Specter.Room.Participant do
          pc: pc,
          dc: nil,
          own_dc: nil,
-         remote_ops: :queue.new(),
-         dc_active: Keyword.get(opts, :data_channel_active, true),
+         dc_active: opts[:data_channel_active],
          tracks: tracks,
          remote: %{},
          ended: MapSet.new(),
          senders: %{},
          subscriber: opts[:subscriber],
          neg: :offering,
-         remote_set: false,
-         pending_candidates: [],
-         local_sdp: nil,
+         nego: Negotiation.new(specter, pc),
          connected: false
        }}
     else
@@ -173,30 +177,30 @@ defmodule Specter.Room.Participant do
     end
   end
 
-  def handle_info({:offer, pc, sdp}, %{pc: pc} = s) do
-    _ = PeerConnection.set_local_description(s.specter, pc, sdp)
-    {:noreply, %{s | local_sdp: sdp}}
-  end
+  def handle_info(message, %{pc: pc} = s) when Negotiation.is_message(message, pc) do
+    {action, nego} = Negotiation.handle_message(s.nego, message)
+    s = %{s | nego: nego}
 
-  def handle_info({:answer, pc, sdp}, %{pc: pc} = s) do
-    _ = PeerConnection.set_local_description(s.specter, pc, sdp)
-    {:noreply, %{s | local_sdp: sdp}}
-  end
+    case action do
+      {:local_description, sdp} ->
+        signal(s, {:sdp, sdp})
+        neg = if sdp["type"] == "answer", do: :stable, else: :offering
+        {:noreply, %{s | neg: neg}}
 
-  def handle_info({:ok, pc, :set_local_description}, %{pc: pc} = s) do
-    case Specter.JSON.decode(s.local_sdp || "") do
-      {:ok, %{"type" => type, "sdp" => sdp}} ->
-        signal(s, {:sdp, %{"type" => type, "sdp" => sdp}})
-        neg = if type == "answer", do: :stable, else: :offering
-        {:noreply, %{s | neg: neg, local_sdp: nil}}
+      {:remote_description, :offer} ->
+        _ = PeerConnection.create_answer(s.specter, pc)
+        {:noreply, s}
+
+      {:error, :no_local_description} ->
+        {:stop, {:shutdown, :no_local_description}, s}
+
+      {:error, reason} ->
+        left(s, reason)
 
       _ ->
-        {:stop, {:shutdown, :no_local_description}, s}
+        {:noreply, s}
     end
   end
-
-  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s),
-    do: {:noreply, Negotiation.remote_applied(s.specter, pc, s)}
 
   def handle_info({:ice_candidate, pc, candidate}, %{pc: pc} = s) do
     signal(s, Specter.Signaller.candidate_message(candidate))
@@ -252,15 +256,6 @@ defmodule Specter.Room.Participant do
     {:noreply, %{s | remote: Map.delete(s.remote, track)}}
   end
 
-  def handle_info({op, pc, reason}, %{pc: pc} = s)
-      when op in [
-             :offer_error,
-             :answer_error,
-             :set_local_description_error,
-             :set_remote_description_error
-           ],
-      do: left(s, {op, reason})
-
   def handle_info({:EXIT, client, reason}, %{client: client} = s),
     do: left(s, {:signalling, reason})
 
@@ -277,21 +272,19 @@ defmodule Specter.Room.Participant do
     :ok
   end
 
-  # The connection runs its operations in call order, so a description can be applied
-  # while the one before it is still being applied; `remote_ops` remembers which is which.
   defp on_signal(s, {:sdp, %{"type" => "answer"} = sdp}) when s.neg == :offering do
-    _ = PeerConnection.set_remote_description(s.specter, s.pc, sdp)
-    {:noreply, %{s | neg: :stable, remote_ops: :queue.in(:answer, s.remote_ops)}}
+    {_, nego} = Negotiation.set_remote_description(s.nego, sdp)
+    {:noreply, %{s | neg: :stable, nego: nego}}
   end
 
   defp on_signal(s, {:sdp, %{"type" => "offer"} = sdp}) when s.neg == :stable do
-    _ = PeerConnection.set_remote_description(s.specter, s.pc, sdp)
+    {_, nego} = Negotiation.set_remote_description(s.nego, sdp)
     s = end_unsent(s, sdp["sdp"])
-    {:noreply, %{s | neg: :answering, remote_ops: :queue.in(:offer, s.remote_ops)}}
+    {:noreply, %{s | neg: :answering, nego: nego}}
   end
 
   defp on_signal(s, {:candidate, candidate}),
-    do: {:noreply, Negotiation.remote_candidate(s.specter, s.pc, s, candidate)}
+    do: {:noreply, %{s | nego: Negotiation.remote_candidate(s.nego, candidate)}}
 
   defp on_signal(s, {:control, :hangup, reason}), do: left(s, {:room_hangup, reason})
   defp on_signal(s, _message), do: {:noreply, s}

@@ -20,9 +20,10 @@ defmodule Specter.Room.Peer do
 
   use GenServer
 
-  alias Specter.{DataChannel, PeerConnection}
-  alias Specter.Room.Negotiation
+  alias Specter.{DataChannel, Negotiation, PeerConnection}
   alias Specter.Signalling.Client
+
+  require Negotiation
 
   @typedoc "A room-side participant process."
   @type t() :: pid()
@@ -89,11 +90,8 @@ defmodule Specter.Room.Peer do
            ready: false,
            # :initial (waiting for the participant's offer), :answering, :stable, :offering
            neg: :initial,
-           remote_set: false,
-           remote_ops: :queue.new(),
+           nego: Negotiation.new(config.specter, pc),
            pending_remote: [],
-           pending_candidates: [],
-           local_sdp: nil,
            needs_offer: false,
            dc: nil,
            # pub_id => %{local: track, sender: sender | nil}
@@ -171,33 +169,31 @@ defmodule Specter.Room.Peer do
   def handle_info({:peer_connection_error, pc, reason}, %{pc: pc} = s),
     do: {:stop, {:shutdown, {:peer_connection, reason}}, s}
 
-  def handle_info({:answer, pc, answer}, %{pc: pc} = s) do
-    _ = PeerConnection.set_local_description(s.config.specter, pc, answer)
-    {:noreply, %{s | local_sdp: answer}}
-  end
+  def handle_info(message, %{pc: pc} = s) when Negotiation.is_message(message, pc) do
+    {action, nego} = Negotiation.handle_message(s.nego, message)
+    s = %{s | nego: nego}
 
-  def handle_info({:offer, pc, offer}, %{pc: pc} = s) do
-    _ = PeerConnection.set_local_description(s.config.specter, pc, offer)
-    {:noreply, %{s | local_sdp: offer}}
-  end
+    case action do
+      {:local_description, %{"type" => "answer"} = sdp} ->
+        # Stable again: changes gathered meanwhile are offered.
+        send_signal(s, {:sdp, sdp})
+        {:noreply, maybe_offer(%{s | neg: :stable})}
 
-  def handle_info({:ok, pc, :set_local_description}, %{pc: pc} = s) do
-    case Specter.JSON.decode(s.local_sdp || "") do
-      {:ok, %{"type" => type, "sdp" => sdp}} ->
-        send_signal(s, {:sdp, %{"type" => type, "sdp" => sdp}})
+      {:local_description, sdp} ->
+        send_signal(s, {:sdp, sdp})
+        {:noreply, %{s | neg: :offering}}
 
-        case type do
-          "answer" -> {:noreply, maybe_offer(%{s | neg: :stable, local_sdp: nil})}
-          _ -> {:noreply, %{s | neg: :offering, local_sdp: nil}}
-        end
+      {:remote_description, :offer} ->
+        _ = PeerConnection.create_answer(s.config.specter, pc)
+        {:noreply, s}
+
+      {:error, reason} ->
+        {:stop, {:shutdown, reason}, s}
 
       _ ->
-        {:stop, {:shutdown, :no_local_description}, s}
+        {:noreply, s}
     end
   end
-
-  def handle_info({:ok, pc, :set_remote_description}, %{pc: pc} = s),
-    do: {:noreply, Negotiation.remote_applied(s.config.specter, pc, s)}
 
   def handle_info({:rtp_sender, pc, local, sender}, %{pc: pc} = s) do
     case Enum.find(s.subs, fn {_id, sub} -> is_map(sub) and sub.local == local end) do
@@ -260,15 +256,6 @@ defmodule Specter.Room.Peer do
     {:noreply, s}
   end
 
-  def handle_info({op, pc, reason}, %{pc: pc} = s)
-      when op in [
-             :offer_error,
-             :answer_error,
-             :set_local_description_error,
-             :set_remote_description_error
-           ],
-      do: {:stop, {:shutdown, {op, reason}}, s}
-
   def handle_info(_message, s), do: {:noreply, s}
 
   @impl true
@@ -282,20 +269,18 @@ defmodule Specter.Room.Peer do
   defp on_signal(%{ready: false} = s, message),
     do: %{s | pending_remote: [message | s.pending_remote]}
 
-  # The connection runs its operations in call order, so a description can be applied
-  # while the one before it is still being applied; `remote_ops` remembers which is which.
   defp on_signal(s, {:sdp, %{"type" => "offer"} = sdp}) when s.neg in [:initial, :stable] do
-    _ = PeerConnection.set_remote_description(s.config.specter, s.pc, sdp)
-    %{s | neg: :answering, remote_ops: :queue.in(:offer, s.remote_ops)}
+    {_, nego} = Negotiation.set_remote_description(s.nego, sdp)
+    %{s | neg: :answering, nego: nego}
   end
 
   defp on_signal(%{neg: :offering} = s, {:sdp, %{"type" => "answer"} = sdp}) do
-    _ = PeerConnection.set_remote_description(s.config.specter, s.pc, sdp)
-    maybe_offer(%{s | neg: :stable, remote_ops: :queue.in(:answer, s.remote_ops)})
+    {_, nego} = Negotiation.set_remote_description(s.nego, sdp)
+    maybe_offer(%{s | neg: :stable, nego: nego})
   end
 
   defp on_signal(s, {:candidate, candidate}),
-    do: Negotiation.remote_candidate(s.config.specter, s.pc, s, candidate)
+    do: %{s | nego: Negotiation.remote_candidate(s.nego, candidate)}
 
   defp on_signal(s, _message), do: s
 

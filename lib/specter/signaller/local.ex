@@ -28,16 +28,19 @@ defmodule Specter.Signaller.Local do
   end
 
   @doc """
-  Starts the signaller's registry under `name:`.
+  Starts the signaller's registry under `name:` (an atom, required; errors follow
+  `Specter.Options`).
 
       iex> {:ok, pid} = Specter.Signaller.Local.start_link(name: :doc_signaller_start)
       iex> Process.whereis(:doc_signaller_start) == pid
       true
+      iex> Specter.Signaller.Local.start_link([])
+      {:error, {:missing_option, :name}}
   """
   @spec start_link(keyword()) :: {:ok, pid()} | {:error, term()}
   def start_link(opts) do
-    name = Keyword.fetch!(opts, :name)
-    Registry.start_link(keys: :unique, name: name)
+    with {:ok, opts} <- Specter.Options.validate(opts, name: [type: :atom, required: true]),
+         do: Registry.start_link(keys: :unique, name: opts[:name])
   end
 
   @doc """

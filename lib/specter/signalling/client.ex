@@ -66,17 +66,25 @@ defmodule Specter.Signalling.Client do
     %{id: Keyword.get(opts, :name, __MODULE__), start: {__MODULE__, :start_link, [opts]}}
   end
 
+  # The timeouts and delays are positive integers (ms).
+  @timeouts [:request_timeout, :wait_timeout, :backoff_min, :backoff_max]
+  @schema [peer_name: [type: :string], ip: [type: :host], port: [type: {:in, 1..65_535}]] ++
+            [owner: [type: :pid], name: [type: :name], reconnect: [type: :boolean]] ++
+            for(key <- @timeouts, do: {key, [type: :pos_integer]})
+
   @doc """
   Starts a client and begins signing in (asynchronously: `await_signed_in/2` waits for it).
-  See the module documentation for the options.
+  See the module documentation for the options (their errors follow `Specter.Options`).
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts \\ []) do
-    opts = Keyword.put_new(opts, :owner, self())
+    with {:ok, opts} <- Specter.Options.validate(opts, @schema) do
+      opts = Keyword.put_new(opts, :owner, self())
 
-    case Keyword.fetch(opts, :name) do
-      {:ok, name} -> GenServer.start_link(__MODULE__, opts, name: name)
-      :error -> GenServer.start_link(__MODULE__, opts)
+      case Keyword.fetch(opts, :name) do
+        {:ok, name} -> GenServer.start_link(__MODULE__, opts, name: name)
+        :error -> GenServer.start_link(__MODULE__, opts)
+      end
     end
   end
 

@@ -54,21 +54,28 @@ defmodule Specter.Signalling.Server do
 
   alias Specter.Signalling.Server.{Acceptor, Channel}
 
+  # The timeouts and limits are positive integers.
+  @limits [:member_timeout, :read_timeout, :max_body, :max_queue, :max_connections]
+  @schema [port: [type: {:in, 0..65_535}], ip: [type: :ip_address], name: [type: :name]] ++
+            for(key <- @limits, do: {key, [type: :pos_integer]})
+
   @doc """
-  Starts the server; see the module documentation for the options. A port already in use
-  gives `{:error, :eaddrinuse}`.
+  Starts the server; see the module documentation for the options (their errors follow
+  `Specter.Options`). A port already in use gives `{:error, :eaddrinuse}`.
   """
   @spec start_link(keyword()) :: Supervisor.on_start()
   def start_link(opts \\ []) do
-    result =
-      case Keyword.fetch(opts, :name) do
-        {:ok, name} -> Supervisor.start_link(__MODULE__, opts, name: name)
-        :error -> Supervisor.start_link(__MODULE__, opts)
-      end
+    with {:ok, opts} <- Specter.Options.validate(opts, @schema) do
+      result =
+        case Keyword.fetch(opts, :name) do
+          {:ok, name} -> Supervisor.start_link(__MODULE__, opts, name: name)
+          :error -> Supervisor.start_link(__MODULE__, opts)
+        end
 
-    case result do
-      {:error, {:shutdown, {:failed_to_start_child, Acceptor, reason}}} -> {:error, reason}
-      other -> other
+      case result do
+        {:error, {:shutdown, {:failed_to_start_child, Acceptor, reason}}} -> {:error, reason}
+        other -> other
+      end
     end
   end
 
