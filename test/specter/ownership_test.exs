@@ -34,16 +34,16 @@ defmodule Specter.OwnershipTest do
     {:ok, specter} = Specter.init()
     # Warm up: the runtime and its workers exist after the first cycle.
     negotiate_and_kill(specter)
-    assert eventually(fn -> runtime_tasks() == 0 end, 10_000)
-    baseline = snapshot()
+    baseline = steady(&snapshot/0)
 
     pcs =
       for _ <- 1..@cycles do
         negotiate_and_kill(specter)
       end
 
+    # Back to the baseline or below it (other modules' leftovers may end meanwhile).
     assert eventually(
-             fn -> snapshot() == baseline end,
+             fn -> Enum.all?(snapshot(), fn {k, v} -> v <= baseline[k] end) end,
              15_000
            ),
            "after #{@cycles} cycles: #{inspect(snapshot())}, baseline #{inspect(baseline)}"
@@ -59,9 +59,7 @@ defmodule Specter.OwnershipTest do
   test "dropping the last reference to an instance closes its connections" do
     warm = Specter.init() |> elem(1)
     _ = new_pc!(warm)
-    assert eventually(fn -> runtime_tasks() <= 1 end, 10_000)
-    baseline_tasks = runtime_tasks()
-    baseline_fds = open_fds()
+    %{tasks: baseline_tasks, fds: baseline_fds} = steady(&snapshot/0)
     test = self()
 
     holder =
@@ -87,7 +85,7 @@ defmodule Specter.OwnershipTest do
     send(holder, :drop)
     assert_receive :dropped
 
-    assert eventually(fn -> runtime_tasks() == baseline_tasks and open_fds() == baseline_fds end),
+    assert eventually(fn -> runtime_tasks() <= baseline_tasks and open_fds() <= baseline_fds end),
            "tasks #{runtime_tasks()} (baseline #{baseline_tasks}), fds #{open_fds()} (baseline #{baseline_fds})"
 
     Process.exit(holder, :kill)

@@ -71,6 +71,24 @@ defmodule Specter.TestSupport do
     sender
   end
 
+  @doc """
+  The value of `fun` once it holds still for 200 ms (within 10 s). Counts are process-wide:
+  another module's connections may still be closing, and an instance lives on until the
+  process that last held its term collects garbage, so a baseline is not assumed to be zero.
+  """
+  def steady(fun) do
+    assert eventually(
+             fn ->
+               a = fun.()
+               Process.sleep(200)
+               a == fun.()
+             end,
+             10_000
+           )
+
+    fun.()
+  end
+
   @doc "Number of OS threads of this VM."
   def os_threads, do: length(File.ls!("/proc/self/task"))
 
