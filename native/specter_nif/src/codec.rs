@@ -54,23 +54,12 @@ pub fn decode(term: Term<'_>) -> NifResult<(RTCRtpCodec, RtpCodecKind)> {
             "mime_type {mime_type:?} is neither audio nor video"
         )));
     };
-    let rtcp_feedback = feedback
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback { typ, parameter })
-        .collect();
+    let rtcp_feedback =
+        feedback.into_iter().map(|(typ, parameter)| RTCPFeedback { typ, parameter }).collect();
     let codec = if lower == "audio" || lower == "video" {
-        RTCRtpCodec {
-            rtcp_feedback,
-            ..default(kind)
-        }
+        RTCRtpCodec { rtcp_feedback, ..default(kind) }
     } else {
-        RTCRtpCodec {
-            mime_type,
-            clock_rate,
-            channels,
-            sdp_fmtp_line,
-            rtcp_feedback,
-        }
+        RTCRtpCodec { mime_type, clock_rate, channels, sdp_fmtp_line, rtcp_feedback }
     };
     Ok((codec, kind))
 }

@@ -96,11 +96,10 @@ impl Config {
     /// Whether any address the connections bind is a loopback address.
     fn binds_loopback(&self) -> bool {
         self.loopback_only
-            || self.bind_addresses.iter().any(|a| {
-                a.parse::<std::net::IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(false)
-            })
+            || self
+                .bind_addresses
+                .iter()
+                .any(|a| a.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false))
     }
 
     pub fn setting_engine(&self) -> SettingEngine {
@@ -139,11 +138,8 @@ impl Config {
 
     /// The IP addresses connections bind, before a port is chosen.
     pub fn bind_ips(&self) -> Vec<std::net::IpAddr> {
-        let parsed: Vec<std::net::IpAddr> = self
-            .bind_addresses
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
+        let parsed: Vec<std::net::IpAddr> =
+            self.bind_addresses.iter().filter_map(|a| a.parse().ok()).collect();
         if !parsed.is_empty() {
             parsed
         } else if self.loopback_only {

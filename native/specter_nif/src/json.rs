@@ -19,9 +19,7 @@ const MAX_JSON: usize = 64 * 1024 * 1024;
 /// numbers, booleans and nil. `max` bounds the text (or the strings in the term), in bytes.
 pub fn term_to_value(term: Term<'_>, max: usize) -> NifResult<Value> {
     if term.get_type() == TermType::Binary {
-        let bin = term
-            .decode::<rustler::Binary<'_>>()
-            .map_err(|_| Error::InvalidJson)?;
+        let bin = term.decode::<rustler::Binary<'_>>().map_err(|_| Error::InvalidJson)?;
         if bin.len() > max {
             return Err(Error::TooLarge);
         }
@@ -77,9 +75,7 @@ fn convert(term: Term<'_>, depth: usize, budget: &mut usize) -> NifResult<Value>
         }
         TermType::Float => {
             let f = term.decode::<f64>().map_err(|_| Error::InvalidJson)?;
-            Number::from_f64(f)
-                .map(Value::Number)
-                .ok_or(Error::InvalidJson)
+            Number::from_f64(f).map(Value::Number).ok_or(Error::InvalidJson)
         }
         TermType::List => {
             // rustler's list iterator panics on an improper list (`[1 | 2]`): only a list
@@ -127,17 +123,13 @@ pub fn value_to_term<'a>(env: Env<'a>, value: &Value) -> Term<'a> {
             }
         }
         Value::String(s) => s.as_str().encode(env),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| value_to_term(env, v))
-            .collect::<Vec<_>>()
-            .encode(env),
+        Value::Array(items) => {
+            items.iter().map(|v| value_to_term(env, v)).collect::<Vec<_>>().encode(env)
+        }
         Value::Object(obj) => {
             let mut map = rustler::types::map::map_new(env);
             for (k, v) in obj {
-                map = map
-                    .map_put(k.as_str().encode(env), value_to_term(env, v))
-                    .unwrap_or(map);
+                map = map.map_put(k.as_str().encode(env), value_to_term(env, v)).unwrap_or(map);
             }
             map
         }

@@ -17,35 +17,21 @@ pub fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
 
 /// Every packet of a compound RTCP packet, as a list of maps.
 pub fn terms<'a>(env: Env<'a>, infos: &[RtcpInfo]) -> Term<'a> {
-    infos
-        .iter()
-        .map(|info| term(env, info))
-        .collect::<Vec<_>>()
-        .encode(env)
+    infos.iter().map(|info| term(env, info)).collect::<Vec<_>>().encode(env)
 }
 
 fn term<'a>(env: Env<'a>, info: &RtcpInfo) -> Term<'a> {
     let e = |v: &dyn Encoder| v.encode(env);
     match info {
-        RtcpInfo::Pli {
-            sender_ssrc,
-            media_ssrc,
-        } => feedback(env, atoms::pli(), *sender_ssrc, *media_ssrc, &[]),
-        RtcpInfo::Fir {
-            sender_ssrc,
-            media_ssrc,
-        } => feedback(env, atoms::fir(), *sender_ssrc, *media_ssrc, &[]),
-        RtcpInfo::Nack {
-            sender_ssrc,
-            media_ssrc,
-            lost,
-        } => feedback(
-            env,
-            atoms::nack(),
-            *sender_ssrc,
-            *media_ssrc,
-            &[(atoms::lost(), e(lost))],
-        ),
+        RtcpInfo::Pli { sender_ssrc, media_ssrc } => {
+            feedback(env, atoms::pli(), *sender_ssrc, *media_ssrc, &[])
+        }
+        RtcpInfo::Fir { sender_ssrc, media_ssrc } => {
+            feedback(env, atoms::fir(), *sender_ssrc, *media_ssrc, &[])
+        }
+        RtcpInfo::Nack { sender_ssrc, media_ssrc, lost } => {
+            feedback(env, atoms::nack(), *sender_ssrc, *media_ssrc, &[(atoms::lost(), e(lost))])
+        }
         RtcpInfo::ReceiverReport { ssrc, reports: rs } => map(
             env,
             &[
@@ -110,10 +96,7 @@ fn reports<'a>(env: Env<'a>, rs: &[Report]) -> Term<'a> {
                     (atoms::ssrc(), r.ssrc.encode(env)),
                     (atoms::fraction_lost(), r.fraction_lost.encode(env)),
                     (atoms::total_lost(), r.total_lost.encode(env)),
-                    (
-                        atoms::last_sequence_number(),
-                        r.last_sequence_number.encode(env),
-                    ),
+                    (atoms::last_sequence_number(), r.last_sequence_number.encode(env)),
                     (atoms::jitter(), r.jitter.encode(env)),
                 ],
             )

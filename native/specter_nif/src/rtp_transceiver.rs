@@ -27,15 +27,11 @@ fn transceiver_set_direction(
         let id = media_id(transceiver.get()?.0)?;
         let direction = Direction::decode(dir)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::set_direction_error(),
-            move |pc| async move {
-                let t = find_transceiver(&pc, &events, &id).await?;
-                t.set_direction(direction).await?;
-                Ok(done(atoms::set_direction()))
-            },
-        )
+        h.run(env.pid(), atoms::set_direction_error(), move |pc| async move {
+            let t = find_transceiver(&pc, &events, &id).await?;
+            t.set_direction(direction).await?;
+            Ok(done(atoms::set_direction()))
+        })
     })
 }
 
@@ -51,20 +47,16 @@ fn transceiver_stop(
         let h = lookup(specter, pc)?;
         let id = media_id(transceiver.get()?.0)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::stop_transceiver_error(),
-            move |pc| async move {
-                let t = find_transceiver(&pc, &events, &id).await?;
-                let was = t.current_direction().await.ok();
-                t.stop().await?;
-                // W3C: stopping updates the negotiation-needed flag; webrtc-rs 0.21.1 does not,
-                // so the owner is told here (once negotiated: the next offer changes).
-                if was.is_some_and(|d| d != RTCRtpTransceiverDirection::Unspecified) {
-                    events.emit(|env, pc| (atoms::negotiation_needed(), pc).encode(env));
-                }
-                Ok(done(atoms::stop_transceiver()))
-            },
-        )
+        h.run(env.pid(), atoms::stop_transceiver_error(), move |pc| async move {
+            let t = find_transceiver(&pc, &events, &id).await?;
+            let was = t.current_direction().await.ok();
+            t.stop().await?;
+            // W3C: stopping updates the negotiation-needed flag; webrtc-rs 0.21.1 does not,
+            // so the owner is told here (once negotiated: the next offer changes).
+            if was.is_some_and(|d| d != RTCRtpTransceiverDirection::Unspecified) {
+                events.emit(|env, pc| (atoms::negotiation_needed(), pc).encode(env));
+            }
+            Ok(done(atoms::stop_transceiver()))
+        })
     })
 }

@@ -86,9 +86,7 @@ fn new_registry(specter: Arg<Specter>, media_engine: Arg<MediaEngineId>) -> Answ
         s.inner.media_engines.get(&me)?;
         let media_engine = specter_core::registry::normalize_id(&me).ok_or(Error::NotFound)?;
         let id = new_id();
-        s.inner
-            .registries
-            .insert(id.clone(), RegistrySpec { media_engine });
+        s.inner.registries.insert(id.clone(), RegistrySpec { media_engine });
         Ok((atoms::ok(), id))
     })
 }
@@ -114,9 +112,7 @@ fn new_api(
         s.inner.registries.remove(&reg);
         let media_engine = lock(&engine).clone();
         let id = new_id();
-        s.inner
-            .apis
-            .insert(id.clone(), Arc::new(Api { media_engine }));
+        s.inner.apis.insert(id.clone(), Arc::new(Api { media_engine }));
         Ok((atoms::ok(), id))
     })
 }
@@ -192,9 +188,7 @@ struct RuntimeInfo {
 #[rustler::nif]
 fn runtime_info() -> Answer<(Atom, RuntimeInfo)> {
     answer(|| -> NifResult<_> {
-        let m = runtime::global()
-            .map_err(Error::RuntimeUnavailable)?
-            .metrics();
+        let m = runtime::global().map_err(Error::RuntimeUnavailable)?.metrics();
         let info = RuntimeInfo {
             workers: m.num_workers(),
             alive_tasks: m.num_alive_tasks(),

@@ -32,8 +32,7 @@ fn attach(inst: &Arc<Instance>, handle: &Arc<DcHandle>, channel: Arc<dyn DataCha
         // the queue's sender, so holding it would keep the writer (and the connection)
         // alive for ever.
         let shared = Arc::clone(&handle.shared);
-        inst.handle
-            .spawn(writer::run(shared, Arc::clone(&channel), rx));
+        inst.handle.spawn(writer::run(shared, Arc::clone(&channel), rx));
     }
     let budget = inst.config.data_channel_receive_buffer;
     let reader = reader::Reader::new(Arc::clone(handle), channel, budget);
@@ -56,8 +55,7 @@ pub fn announce_remote(
     channel: Arc<dyn DataChannel>,
 ) {
     let handle = DcHandle::new(events, DcInfo::default(), inst.default_active());
-    inst.data_channels
-        .insert(handle.id.clone(), Arc::clone(&handle));
+    inst.data_channels.insert(handle.id.clone(), Arc::clone(&handle));
     let dc_id = handle.id.clone();
     let inst2 = Arc::clone(inst);
     let events = Arc::clone(events);
@@ -114,37 +112,30 @@ fn dc_create(
         if label.len() > u16::MAX as usize {
             return Err(Error::TooLarge);
         }
-        let created: Created = created
-            .decode()
-            .map_err(|_| Error::InvalidArgument("created"))?;
+        let created: Created = created.decode().map_err(|_| Error::InvalidArgument("created"))?;
         let (init, mut info, active) = options::decode(opts)?;
         info.label = label.clone();
         let h = inst.pcs.get(&pc_id)?;
         let active = active.unwrap_or_else(|| inst.default_active());
         let handle = DcHandle::new(&h.events, info, active);
         let dc_id = handle.id.clone();
-        inst.data_channels
-            .insert(dc_id.clone(), Arc::clone(&handle));
+        inst.data_channels.insert(dc_id.clone(), Arc::clone(&handle));
         let reply_id = dc_id.clone();
-        h.run(
-            env.pid(),
-            atoms::create_data_channel_error(),
-            move |pc| async move {
-                match pc.create_data_channel(&label, Some(init)).await {
-                    Ok(channel) => attach(&inst, &handle, channel),
-                    Err(e) => {
-                        inst.data_channels.entries().remove(&handle.id);
-                        return Err(Error::from_webrtc(&e));
-                    }
+        h.run(env.pid(), atoms::create_data_channel_error(), move |pc| async move {
+            match pc.create_data_channel(&label, Some(init)).await {
+                Ok(channel) => attach(&inst, &handle, channel),
+                Err(e) => {
+                    inst.data_channels.entries().remove(&handle.id);
+                    return Err(Error::from_webrtc(&e));
                 }
-                Ok(match created {
-                    Created::Pc => reply(|env, pc| (atoms::data_channel_created(), pc).encode(env)),
-                    Created::PcAndChannel => reply(move |env, pc| {
-                        (atoms::data_channel_created(), pc, reply_id.as_str()).encode(env)
-                    }),
-                })
-            },
-        )?;
+            }
+            Ok(match created {
+                Created::Pc => reply(|env, pc| (atoms::data_channel_created(), pc).encode(env)),
+                Created::PcAndChannel => reply(move |env, pc| {
+                    (atoms::data_channel_created(), pc, reply_id.as_str()).encode(env)
+                }),
+            })
+        })?;
         Ok((atoms::ok(), dc_id))
     })
 }
@@ -254,9 +245,8 @@ fn dc_set_buffered_amount_low_threshold(
 ) -> Answer<Atom> {
     answer(|| {
         let (_, h) = lookup(specter, dc)?;
-        let threshold: usize = threshold
-            .decode()
-            .map_err(|_| Error::InvalidArgument("threshold"))?;
+        let threshold: usize =
+            threshold.decode().map_err(|_| Error::InvalidArgument("threshold"))?;
         h.shared.low_threshold.store(threshold, Ordering::Release);
         h.shared.drain_wanted.notify_one();
         Ok(atoms::ok())

@@ -14,9 +14,7 @@ fn opt_u16(opts: Term<'_>, key: &str) -> NifResult<Option<u16>> {
     let atom = rustler::Atom::from_str(env, key).map_err(|_| Error::InvalidOption(key.into()))?;
     match opts.map_get(atom.encode(env)) {
         Ok(v) if v == atoms::nil().encode(env) => Ok(None),
-        Ok(v) => int_arg::<u16>(v)
-            .map(Some)
-            .ok_or_else(|| Error::InvalidOption(key.into())),
+        Ok(v) => int_arg::<u16>(v).map(Some).ok_or_else(|| Error::InvalidOption(key.into())),
         Err(_) => Ok(None),
     }
 }
@@ -29,15 +27,11 @@ pub fn decode(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo, Option<A
         opts.map_get(atom.encode(env)).ok()
     };
     let ordered = match get("ordered") {
-        Some(v) => v
-            .decode::<bool>()
-            .map_err(|_| Error::InvalidOption("ordered".into()))?,
+        Some(v) => v.decode::<bool>().map_err(|_| Error::InvalidOption("ordered".into()))?,
         None => true,
     };
     let protocol = match get("protocol") {
-        Some(v) => v
-            .decode::<String>()
-            .map_err(|_| Error::InvalidOption("protocol".into()))?,
+        Some(v) => v.decode::<String>().map_err(|_| Error::InvalidOption("protocol".into()))?,
         None => String::new(),
     };
     let max_retransmits = opt_u16(opts, "max_retransmits")?;
@@ -46,9 +40,7 @@ pub fn decode(opts: Term<'_>) -> NifResult<(RTCDataChannelInit, DcInfo, Option<A
         return Err(Error::InvalidOption("max_retransmits".into()));
     }
     let negotiated = match get("negotiated") {
-        Some(v) => v
-            .decode::<bool>()
-            .map_err(|_| Error::InvalidOption("negotiated".into()))?,
+        Some(v) => v.decode::<bool>().map_err(|_| Error::InvalidOption("negotiated".into()))?,
         None => false,
     };
     let id = opt_u16(opts, "id")?;

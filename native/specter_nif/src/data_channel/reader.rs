@@ -52,9 +52,7 @@ impl IdleNudge {
 
     fn arm(&mut self, after: Duration) {
         self.armed = true;
-        self.sleep
-            .as_mut()
-            .reset(tokio::time::Instant::now() + after);
+        self.sleep.as_mut().reset(tokio::time::Instant::now() + after);
     }
 
     /// Arms the timer on the first message of a spell.
@@ -256,8 +254,7 @@ impl Reader {
             DataChannelEvent::OnOpen => {
                 learn_transport_facts(&self.handle, &self.channel).await;
                 self.handle.set_state(ReadyState::Open);
-                self.handle
-                    .emit(|env, dc| (atoms::data_channel_open(), dc).encode(env));
+                self.handle.emit(|env, dc| (atoms::data_channel_open(), dc).encode(env));
             }
             DataChannelEvent::OnMessage(msg) => {
                 self.hold(msg.is_string, msg.data);
@@ -272,8 +269,7 @@ impl Reader {
             DataChannelEvent::OnClose => self.closing = true,
             DataChannelEvent::OnError => {
                 let err = Error::Webrtc("data channel error".into());
-                self.handle
-                    .emit(move |env, dc| (atoms::data_channel_error(), dc, err).encode(env));
+                self.handle.emit(move |env, dc| (atoms::data_channel_error(), dc, err).encode(env));
             }
             // The writer reports drains itself (see `writer`): these events share a queue
             // with incoming messages, so they stall whenever the owner stops reading.
@@ -290,9 +286,7 @@ async fn learn_transport_facts(handle: &DcHandle, channel: &Arc<dyn DataChannel>
     if let Some(sctp) = pc.sctp().await {
         if let Ok(max) = sctp.max_message_size().await {
             if max > 0 {
-                handle
-                    .max_message_size
-                    .store(max as usize, Ordering::Release);
+                handle.max_message_size.store(max as usize, Ordering::Release);
             }
         }
     }
@@ -317,10 +311,8 @@ async fn stream_id(pc: &Arc<dyn PeerConnection>, channel: &Arc<dyn DataChannel>)
 /// credit already taken), then `{:data_channel_passive, dc}` if a count ran out.
 fn deliver_batch(handle: &DcHandle, items: Vec<(bool, BytesMut)>, count_ran_out: bool) {
     handle.emit(move |env, dc| {
-        let list: Vec<Term<'_>> = items
-            .iter()
-            .map(|(text, data)| message(env, *text, data))
-            .collect();
+        let list: Vec<Term<'_>> =
+            items.iter().map(|(text, data)| message(env, *text, data)).collect();
         (atoms::data_channel_messages(), dc, list).encode(env)
     });
     if count_ran_out {

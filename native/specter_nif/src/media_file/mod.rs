@@ -43,8 +43,7 @@ fn media_file_record(
             .ok_or_else(|| Error::InvalidCodec("the track's codec is not known yet".into()))?;
         let writer = writer_for(&codec.mime_type, codec.clock_rate, codec.channels, &path)?;
         let recorder = Recorder::new(path, writer, env.pid());
-        inst.recorders
-            .insert(recorder.id.clone(), Arc::clone(&recorder));
+        inst.recorders.insert(recorder.id.clone(), Arc::clone(&recorder));
         // A recording stops when its caller exits (see `Instance::owner_down`).
         let _ = env.monitor(&resource, &recorder.caller);
         lock(&h.recording).attach(Arc::clone(&recorder));
@@ -71,9 +70,7 @@ fn media_file_stop_record(specter: Arg<Specter>, recorder: Arg<RecorderId>) -> A
         let recorder = inst.recorders.get(&id)?;
         inst.recorders.remove(&recorder.id);
         for h in inst.remote_tracks.values() {
-            lock(&h.recording)
-                .recorders
-                .retain(|r| !Arc::ptr_eq(r, &recorder));
+            lock(&h.recording).recorders.retain(|r| !Arc::ptr_eq(r, &recorder));
         }
         recorder.finish();
         Ok(atoms::ok())
@@ -104,11 +101,7 @@ fn load(path: &str, fps: u32, mime_type: &str) -> NifResult<Vec<(Bytes, Duration
             media.mime_type
         )));
     }
-    Ok(media
-        .frames
-        .into_iter()
-        .map(|f| (Bytes::from(f.data), f.duration))
-        .collect())
+    Ok(media.frames.into_iter().map(|f| (Bytes::from(f.data), f.duration)).collect())
 }
 
 /// Plays a file into a local sample track, paced by the frames' durations. The caller gets
@@ -127,9 +120,7 @@ fn media_file_play(
         let fps: u32 = int_arg(fps)
             .filter(|f| (1..=240).contains(f))
             .ok_or_else(|| Error::InvalidOption("fps".into()))?;
-        let repeat: bool = repeat
-            .decode()
-            .map_err(|_| Error::InvalidOption("repeat".into()))?;
+        let repeat: bool = repeat.decode().map_err(|_| Error::InvalidOption("repeat".into()))?;
         let resource = specter.get()?.0;
         let inst = Arc::clone(&resource.inner);
         let entry = inst.local_track(track)?;
@@ -137,10 +128,7 @@ fn media_file_play(
         let id = new_id();
         let stop = Arc::new(AtomicBool::new(false));
         let caller = env.pid();
-        let player = Player {
-            stop: Arc::clone(&stop),
-            caller,
-        };
+        let player = Player { stop: Arc::clone(&stop), caller };
         inst.players.insert(id.clone(), Arc::new(player));
         // A player stops when its caller exits (see `Instance::owner_down`).
         let _ = env.monitor(&resource, &caller);

@@ -96,8 +96,7 @@ impl Recorder {
         match w.write_rtp(pkt) {
             Ok(()) => {
                 self.packets.fetch_add(1, Ordering::Relaxed);
-                self.bytes
-                    .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+                self.bytes.fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
             }
             Err(_) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
@@ -155,18 +154,14 @@ pub fn writer_for(
     }
     match mime.to_ascii_lowercase().as_str() {
         "audio/opus" => {
-            let w = OggWriter::new(
-                BufWriter::new(file),
-                clock_rate.max(1),
-                channels.clamp(1, 2) as u8,
-            )
-            .map_err(|e| Error::Webrtc(e.to_string()))?;
+            let w =
+                OggWriter::new(BufWriter::new(file), clock_rate.max(1), channels.clamp(1, 2) as u8)
+                    .map_err(|e| Error::Webrtc(e.to_string()))?;
             Ok(RecordWriter::Ogg(Box::new(w)))
         }
-        "video/h264" => Ok(RecordWriter::Other(Box::new(H26xWriter::new(
-            BufWriter::new(file),
-            false,
-        )))),
+        "video/h264" => {
+            Ok(RecordWriter::Other(Box::new(H26xWriter::new(BufWriter::new(file), false))))
+        }
         other => Err(Error::InvalidCodec(format!("cannot record {other}"))),
     }
 }

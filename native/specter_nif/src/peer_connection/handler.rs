@@ -31,8 +31,7 @@ pub struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_negotiation_needed(&self) {
-        self.events
-            .emit(|env, pc| (atoms::negotiation_needed(), pc).encode(env));
+        self.events.emit(|env, pc| (atoms::negotiation_needed(), pc).encode(env));
     }
 
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
@@ -65,19 +64,14 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_signaling_state_change(&self, state: RTCSignalingState) {
-        self.events
-            .emit_state(atoms::signaling_state_change(), SignalingState::from(state));
+        self.events.emit_state(atoms::signaling_state_change(), SignalingState::from(state));
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
         let state = IceConnectionState::from(state);
         lock(&self.events.states).ice_connection = state;
-        self.events
-            .emit_state(atoms::ice_connection_state_change(), state);
-        if matches!(
-            state,
-            IceConnectionState::Connected | IceConnectionState::Completed
-        ) {
+        self.events.emit_state(atoms::ice_connection_state_change(), state);
+        if matches!(state, IceConnectionState::Connected | IceConnectionState::Completed) {
             self.events.watch_dtls();
         }
     }
@@ -91,12 +85,10 @@ impl PeerConnectionEventHandler for Handler {
             return;
         }
         lock(&self.events.states).ice_gathering = state;
-        self.events
-            .emit_state(atoms::ice_gathering_state_change(), state);
+        self.events.emit_state(atoms::ice_gathering_state_change(), state);
         if state == GatheringState::Complete {
             // End of candidates, as a browser's `onicecandidate` with `null`.
-            self.events
-                .emit(|env, pc| (atoms::ice_candidate(), pc, atoms::nil()).encode(env));
+            self.events.emit(|env, pc| (atoms::ice_candidate(), pc, atoms::nil()).encode(env));
         }
     }
 
@@ -110,8 +102,7 @@ impl PeerConnectionEventHandler for Handler {
             }
             s.connection = state;
         }
-        self.events
-            .emit_state(atoms::connection_state_change(), state);
+        self.events.emit_state(atoms::connection_state_change(), state);
         if state == ConnectionState::Connected {
             self.events.verify_dtls();
         }

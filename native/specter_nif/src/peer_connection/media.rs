@@ -119,18 +119,9 @@ fn bind_sender(
     (local, ssrc): (LocalTrack, u32),
 ) -> String {
     let sender_id = lock(&events.media).sender(sender.id());
-    let binding = entry.bind(
-        &inst.handle,
-        &events.id,
-        &events.owner,
-        sender_id.clone(),
-        sender,
-        local,
-        ssrc,
-    );
-    lock(&events.media)
-        .bindings
-        .insert(sender_id.clone(), binding);
+    let binding =
+        entry.bind(&inst.handle, &events.id, &events.owner, sender_id.clone(), sender, local, ssrc);
+    lock(&events.media).bindings.insert(sender_id.clone(), binding);
     sender_id
 }
 
@@ -159,13 +150,7 @@ fn pc_add_track(
             let sender_id = bind_sender(&inst, &events, &entry, sender, local);
             let track_id = entry.id.clone();
             Ok(reply(move |env, pc| {
-                (
-                    atoms::rtp_sender(),
-                    pc,
-                    track_id.as_str(),
-                    sender_id.as_str(),
-                )
-                    .encode(env)
+                (atoms::rtp_sender(), pc, track_id.as_str(), sender_id.as_str()).encode(env)
             }))
         })
     })
@@ -183,22 +168,18 @@ fn pc_remove_track(
         let h = lookup(specter, pc)?;
         let sender_id = media_id(sender.get()?.0)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::remove_track_error(),
-            move |pc| async move {
-                let sender = find_sender(&pc, &events, &sender_id).await?;
-                pc.remove_track(&sender).await?;
-                if let Some((binding, entry)) = find_binding(&events, &sender_id) {
-                    lock(&events.media).bindings.remove(&sender_id);
-                    binding.stopped.store(true, Ordering::Release);
-                    if let Some(entry) = entry {
-                        lock(&entry.bindings).retain(|b| !Arc::ptr_eq(b, &binding));
-                    }
+        h.run(env.pid(), atoms::remove_track_error(), move |pc| async move {
+            let sender = find_sender(&pc, &events, &sender_id).await?;
+            pc.remove_track(&sender).await?;
+            if let Some((binding, entry)) = find_binding(&events, &sender_id) {
+                lock(&events.media).bindings.remove(&sender_id);
+                binding.stopped.store(true, Ordering::Release);
+                if let Some(entry) = entry {
+                    lock(&entry.bindings).retain(|b| !Arc::ptr_eq(b, &binding));
                 }
-                Ok(done(atoms::remove_track()))
-            },
-        )
+            }
+            Ok(done(atoms::remove_track()))
+        })
     })
 }
 
@@ -215,46 +196,35 @@ fn pc_replace_track<'a>(
     answer(|| {
         let (inst, h) = target(specter, pc)?;
         let sender_id = media_id(sender.get()?.0)?;
-        let next = if track == atoms::nil().encode(env) {
-            None
-        } else {
-            Some(inst.local_track(track)?)
-        };
+        let next =
+            if track == atoms::nil().encode(env) { None } else { Some(inst.local_track(track)?) };
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::replace_track_error(),
-            move |pc| async move {
-                find_sender(&pc, &events, &sender_id).await?;
-                let (binding, current) =
-                    find_binding(&events, &sender_id).ok_or(Error::NotFound)?;
-                if let Some(next) = &next {
-                    let same_codec = next
-                        .codec
-                        .mime_type
-                        .eq_ignore_ascii_case(binding.mime_type());
-                    let same_kind = current.as_ref().is_none_or(|c| c.kind == next.kind);
-                    if !(same_codec && same_kind) {
-                        return Err(Error::InvalidCodec(format!(
-                            "the sender sends {}, the track is {}",
-                            binding.mime_type(),
-                            next.codec.mime_type
-                        )));
-                    }
+        h.run(env.pid(), atoms::replace_track_error(), move |pc| async move {
+            find_sender(&pc, &events, &sender_id).await?;
+            let (binding, current) = find_binding(&events, &sender_id).ok_or(Error::NotFound)?;
+            if let Some(next) = &next {
+                let same_codec = next.codec.mime_type.eq_ignore_ascii_case(binding.mime_type());
+                let same_kind = current.as_ref().is_none_or(|c| c.kind == next.kind);
+                if !(same_codec && same_kind) {
+                    return Err(Error::InvalidCodec(format!(
+                        "the sender sends {}, the track is {}",
+                        binding.mime_type(),
+                        next.codec.mime_type
+                    )));
                 }
-                if let Some(current) = current {
-                    lock(&current.bindings).retain(|b| !Arc::ptr_eq(b, &binding));
+            }
+            if let Some(current) = current {
+                lock(&current.bindings).retain(|b| !Arc::ptr_eq(b, &binding));
+            }
+            match next {
+                Some(next) => {
+                    *lock(&binding.entry) = Arc::downgrade(&next);
+                    lock(&next.bindings).push(Arc::clone(&binding));
                 }
-                match next {
-                    Some(next) => {
-                        *lock(&binding.entry) = Arc::downgrade(&next);
-                        lock(&next.bindings).push(Arc::clone(&binding));
-                    }
-                    None => *lock(&binding.entry) = Weak::new(),
-                }
-                Ok(done(atoms::replace_track()))
-            },
-        )
+                None => *lock(&binding.entry) = Weak::new(),
+            }
+            Ok(done(atoms::replace_track()))
+        })
     })
 }
 
@@ -285,20 +255,13 @@ async fn add_transceiver(
         // webrtc-rs wants a track to send; W3C gives the sender none. Bind a track of the
         // kind's default codec with no Specter track behind it: it sends nothing until
         // `replace_track`.
-        Source::Kind(kind) => TrackEntry::new(
-            new_id(),
-            Flavor::Rtp,
-            codec::default(kind),
-            kind,
-            new_id(),
-            new_id(),
-        ),
+        Source::Kind(kind) => {
+            TrackEntry::new(new_id(), Flavor::Rtp, codec::default(kind), kind, new_id(), new_id())
+        }
         Source::Track(entry) => entry,
     };
     let local = entry.local_track()?;
-    let t = pc
-        .add_transceiver_from_track(local.0.as_track_local(), Some(init))
-        .await?;
+    let t = pc.add_transceiver_from_track(local.0.as_track_local(), Some(init)).await?;
     if let Ok(Some(sender)) = t.sender().await {
         bind_sender(inst, events, &entry, sender, local);
     }
@@ -331,17 +294,11 @@ fn pc_add_transceiver<'a>(
             Source::Track(inst.local_track(what)?)
         };
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::add_transceiver_error(),
-            move |pc| async move {
-                let transceiver = add_transceiver(&pc, &inst, &events, source, init).await?;
-                let id = lock(&events.media).transceiver(transceiver.id());
-                Ok(reply(move |env, pc| {
-                    (atoms::transceiver(), pc, id.as_str()).encode(env)
-                }))
-            },
-        )
+        h.run(env.pid(), atoms::add_transceiver_error(), move |pc| async move {
+            let transceiver = add_transceiver(&pc, &inst, &events, source, init).await?;
+            let id = lock(&events.media).transceiver(transceiver.id());
+            Ok(reply(move |env, pc| (atoms::transceiver(), pc, id.as_str()).encode(env)))
+        })
     })
 }
 
@@ -368,9 +325,7 @@ fn kind_atom(kind: RtpCodecKind) -> Option<Atom> {
 /// Kinds by mid, from the descriptions (webrtc-rs exposes no transceiver kind).
 async fn kinds_by_mid(pc: &Arc<dyn PeerConnection>) -> HashMap<String, RtpCodecKind> {
     let mut by_mid = HashMap::new();
-    for desc in [pc.remote_description().await, pc.local_description().await]
-        .into_iter()
-        .flatten()
+    for desc in [pc.remote_description().await, pc.local_description().await].into_iter().flatten()
     {
         for (mid, kind) in specter_core::signalling::media_kinds(&desc.sdp) {
             match kind.as_str() {
@@ -426,20 +381,14 @@ fn pc_get_transceivers(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>) -> An
     answer(|| {
         let h = lookup(specter, pc)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::get_transceivers_error(),
-            move |pc| async move {
-                let by_mid = kinds_by_mid(&pc).await;
-                let mut list = Vec::new();
-                for t in ordered_transceivers(&pc).await {
-                    list.push(transceiver_info(&t, &events, &by_mid).await);
-                }
-                Ok(reply(move |env, pc| {
-                    (atoms::transceivers(), pc, list).encode(env)
-                }))
-            },
-        )
+        h.run(env.pid(), atoms::get_transceivers_error(), move |pc| async move {
+            let by_mid = kinds_by_mid(&pc).await;
+            let mut list = Vec::new();
+            for t in ordered_transceivers(&pc).await {
+                list.push(transceiver_info(&t, &events, &by_mid).await);
+            }
+            Ok(reply(move |env, pc| (atoms::transceivers(), pc, list).encode(env)))
+        })
     })
 }
 
@@ -458,26 +407,18 @@ fn pc_get_senders(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>) -> Answer<
     answer(|| {
         let h = lookup(specter, pc)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::get_senders_error(),
-            move |pc| async move {
-                let mut list = Vec::new();
-                for s in ordered_senders(&pc).await {
-                    let id = lock(&events.media).sender(s.id());
-                    let found = find_binding(&events, &id);
-                    let dropped = found
-                        .as_ref()
-                        .map(|(b, _)| b.dropped.load(Ordering::Relaxed))
-                        .unwrap_or(0);
-                    let track = found.and_then(|(_, e)| e).map(|e| e.id.clone());
-                    list.push(SenderInfo { id, track, dropped });
-                }
-                Ok(reply(move |env, pc| {
-                    (atoms::senders(), pc, list).encode(env)
-                }))
-            },
-        )
+        h.run(env.pid(), atoms::get_senders_error(), move |pc| async move {
+            let mut list = Vec::new();
+            for s in ordered_senders(&pc).await {
+                let id = lock(&events.media).sender(s.id());
+                let found = find_binding(&events, &id);
+                let dropped =
+                    found.as_ref().map(|(b, _)| b.dropped.load(Ordering::Relaxed)).unwrap_or(0);
+                let track = found.and_then(|(_, e)| e).map(|e| e.id.clone());
+                list.push(SenderInfo { id, track, dropped });
+            }
+            Ok(reply(move |env, pc| (atoms::senders(), pc, list).encode(env)))
+        })
     })
 }
 
@@ -494,25 +435,19 @@ fn pc_get_receivers(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>) -> Answe
     answer(|| {
         let (inst, h) = target(specter, pc)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::get_receivers_error(),
-            move |pc| async move {
-                let mut list = Vec::new();
-                for r in ordered_receivers(&pc).await {
-                    let id = lock(&events.media).receiver(r.id());
-                    let track = inst
-                        .remote_tracks
-                        .values()
-                        .into_iter()
-                        .find(|t| t.pc_id == events.id && Arc::ptr_eq(&t.track, r.track()))
-                        .map(|t| t.id.clone());
-                    list.push(ReceiverInfo { id, track });
-                }
-                Ok(reply(move |env, pc| {
-                    (atoms::receivers(), pc, list).encode(env)
-                }))
-            },
-        )
+        h.run(env.pid(), atoms::get_receivers_error(), move |pc| async move {
+            let mut list = Vec::new();
+            for r in ordered_receivers(&pc).await {
+                let id = lock(&events.media).receiver(r.id());
+                let track = inst
+                    .remote_tracks
+                    .values()
+                    .into_iter()
+                    .find(|t| t.pc_id == events.id && Arc::ptr_eq(&t.track, r.track()))
+                    .map(|t| t.id.clone());
+                list.push(ReceiverInfo { id, track });
+            }
+            Ok(reply(move |env, pc| (atoms::receivers(), pc, list).encode(env)))
+        })
     })
 }

@@ -70,12 +70,7 @@ fn pc_new(env: Env<'_>, specter: Arg<Specter>, api: Arg<ApiId>) -> Answer<(Atom,
         let caller = env.pid();
         let runtime = ConnRuntime::new(inst.handle.clone(), Arc::clone(&inst.policy));
         let timeout = Duration::from_millis(inst.config.dtls_handshake_timeout);
-        let events = Arc::new(PcEvents::new(
-            caller,
-            runtime.wake(),
-            inst.handle.clone(),
-            timeout,
-        ));
+        let events = Arc::new(PcEvents::new(caller, runtime.wake(), inst.handle.clone(), timeout));
         let id = events.id.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
@@ -87,12 +82,7 @@ fn pc_new(env: Env<'_>, specter: Arg<Specter>, api: Arg<ApiId>) -> Answer<(Atom,
             monitor: Mutex::new(env.monitor(&resource, &caller)),
         });
         inst.pcs.insert(id.clone(), handle);
-        let spec = worker::BuildSpec {
-            api,
-            instance: Arc::downgrade(&inst),
-            events,
-            runtime,
-        };
+        let spec = worker::BuildSpec { api, instance: Arc::downgrade(&inst), events, runtime };
         inst.handle.spawn(worker::worker(spec, rx, closed, caller));
         Ok((atoms::ok(), id))
     })
@@ -152,9 +142,7 @@ fn pc_controlling_process(
 /// `false` when absent.
 fn bool_opt(opts: Term<'_>, key: Atom, name: &str) -> NifResult<bool> {
     match opts.map_get(key) {
-        Ok(v) => v
-            .decode::<bool>()
-            .map_err(|_| Error::InvalidOption(name.into())),
+        Ok(v) => v.decode::<bool>().map_err(|_| Error::InvalidOption(name.into())),
         Err(_) => Ok(false),
     }
 }
@@ -170,17 +158,11 @@ fn pc_create_offer(
         let h = lookup(specter, pc)?;
         let ice_restart = bool_opt(opts, atoms::ice_restart(), "ice_restart")?;
         // Voice activity detection is accepted for API compatibility; webrtc-rs has no VAD.
-        bool_opt(
-            opts,
-            atoms::voice_activity_detection(),
-            "voice_activity_detection",
-        )?;
+        bool_opt(opts, atoms::voice_activity_detection(), "voice_activity_detection")?;
         let options = RTCOfferOptions { ice_restart };
         h.run(env.pid(), atoms::offer_error(), move |pc| async move {
             let json = description_json(&pc.create_offer(Some(options)).await?);
-            Ok(reply(move |env, pc| {
-                (atoms::offer(), pc, json.as_str()).encode(env)
-            }))
+            Ok(reply(move |env, pc| (atoms::offer(), pc, json.as_str()).encode(env)))
         })
     })
 }
@@ -194,19 +176,12 @@ fn pc_create_answer(
 ) -> Answer<Atom> {
     answer(|| {
         let h = lookup(specter, pc)?;
-        let voice_activity_detection = bool_opt(
-            opts,
-            atoms::voice_activity_detection(),
-            "voice_activity_detection",
-        )?;
-        let options = RTCAnswerOptions {
-            voice_activity_detection,
-        };
+        let voice_activity_detection =
+            bool_opt(opts, atoms::voice_activity_detection(), "voice_activity_detection")?;
+        let options = RTCAnswerOptions { voice_activity_detection };
         h.run(env.pid(), atoms::answer_error(), move |pc| async move {
             let json = description_json(&pc.create_answer(Some(options)).await?);
-            Ok(reply(move |env, pc| {
-                (atoms::answer(), pc, json.as_str()).encode(env)
-            }))
+            Ok(reply(move |env, pc| (atoms::answer(), pc, json.as_str()).encode(env)))
         })
     })
 }
@@ -222,21 +197,17 @@ fn pc_set_local_description(
         let h = lookup(specter, pc)?;
         let desc = parse_description(desc)?;
         let events = Arc::clone(&h.events);
-        h.run(
-            env.pid(),
-            atoms::set_local_description_error(),
-            move |pc| async move {
-                if desc.sdp_type != RTCSdpType::Rollback {
-                    // Before applying: the driver may emit candidates before
-                    // `set_local_description` returns.
-                    if let Some(ctx) = candidate_context(&desc.sdp) {
-                        *lock(&events.candidate_context) = Some(ctx);
-                    }
+        h.run(env.pid(), atoms::set_local_description_error(), move |pc| async move {
+            if desc.sdp_type != RTCSdpType::Rollback {
+                // Before applying: the driver may emit candidates before
+                // `set_local_description` returns.
+                if let Some(ctx) = candidate_context(&desc.sdp) {
+                    *lock(&events.candidate_context) = Some(ctx);
                 }
-                pc.set_local_description(desc).await?;
-                Ok(done(atoms::set_local_description()))
-            },
-        )
+            }
+            pc.set_local_description(desc).await?;
+            Ok(done(atoms::set_local_description()))
+        })
     })
 }
 
@@ -251,18 +222,14 @@ fn pc_set_remote_description(
         let h = lookup(specter, pc)?;
         let desc = parse_description(desc)?;
         let wake = Arc::clone(&h.events.wake);
-        h.run(
-            env.pid(),
-            atoms::set_remote_description_error(),
-            move |pc| async move {
-                pc.set_remote_description(desc).await?;
-                // Checks that arrived before it are answered now (RFC 8445 §7.3).
-                wake.remote_description_applied();
-                // Candidates inside the description start checks now rather than at the next tick.
-                wake.nudge();
-                Ok(done(atoms::set_remote_description()))
-            },
-        )
+        h.run(env.pid(), atoms::set_remote_description_error(), move |pc| async move {
+            pc.set_remote_description(desc).await?;
+            // Checks that arrived before it are answered now (RFC 8445 §7.3).
+            wake.remote_description_applied();
+            // Candidates inside the description start checks now rather than at the next tick.
+            wake.nudge();
+            Ok(done(atoms::set_remote_description()))
+        })
     })
 }
 
@@ -277,19 +244,13 @@ fn pc_add_ice_candidate(
         let h = lookup(specter, pc)?;
         let candidate = parse_candidate(candidate)?;
         let wake = Arc::clone(&h.events.wake);
-        h.run(
-            env.pid(),
-            atoms::add_ice_candidate_error(),
-            move |pc| async move {
-                if !quirks::learned_as_prflx(&pc, &candidate).await {
-                    pc.add_ice_candidate(candidate)
-                        .await
-                        .map_err(|e| Error::from_candidate(&e))?;
-                }
-                wake.nudge();
-                Ok(done(atoms::add_ice_candidate()))
-            },
-        )
+        h.run(env.pid(), atoms::add_ice_candidate_error(), move |pc| async move {
+            if !quirks::learned_as_prflx(&pc, &candidate).await {
+                pc.add_ice_candidate(candidate).await.map_err(|e| Error::from_candidate(&e))?;
+            }
+            wake.nudge();
+            Ok(done(atoms::add_ice_candidate()))
+        })
     })
 }
 
@@ -339,9 +300,7 @@ fn pc_description(
 ) -> Answer<Atom> {
     answer(|| {
         let h = lookup(specter, pc)?;
-        let which: Which = which
-            .decode()
-            .map_err(|_| Error::InvalidArgument("which"))?;
+        let which: Which = which.decode().map_err(|_| Error::InvalidArgument("which"))?;
         h.run(env.pid(), which.error_tag(), move |pc| async move {
             let desc = match which {
                 Which::LocalDescription => pc.local_description().await,
@@ -351,13 +310,11 @@ fn pc_description(
                 Which::CurrentRemoteDescription => pc.current_remote_description().await,
                 Which::PendingRemoteDescription => pc.pending_remote_description().await,
             };
-            let json = desc
-                .as_ref()
-                .map(|d| match (which.is_local(), include_candidates) {
-                    (false, _) => description_json(d),
-                    (true, true) => local_description_json(d),
-                    (true, false) => applied_description_json(d),
-                });
+            let json = desc.as_ref().map(|d| match (which.is_local(), include_candidates) {
+                (false, _) => description_json(d),
+                (true, true) => local_description_json(d),
+                (true, false) => applied_description_json(d),
+            });
             Ok(reply(move |env, pc| (which, pc, json).encode(env)))
         })
     })
@@ -394,9 +351,7 @@ enum StateKind {
 fn pc_state(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>, which: Term<'_>) -> Answer<Atom> {
     answer(|| {
         let h = lookup(specter, pc)?;
-        let which: StateKind = which
-            .decode()
-            .map_err(|_| Error::InvalidArgument("which"))?;
+        let which: StateKind = which.decode().map_err(|_| Error::InvalidArgument("which"))?;
         let error_tag = match which {
             StateKind::ConnectionState => atoms::connection_state_error(),
             StateKind::IceConnectionState => atoms::ice_connection_state_error(),
@@ -462,9 +417,7 @@ fn pc_get_configuration(env: Env<'_>, specter: Arg<Specter>, pc: Arg<PcId>) -> A
         let h = lookup(specter, pc)?;
         h.run(env.pid(), atoms::configuration_error(), |pc| async move {
             let c = config::Configuration::from(&pc.get_configuration().await);
-            Ok(reply(move |env, pc| {
-                (atoms::configuration(), pc, c).encode(env)
-            }))
+            Ok(reply(move |env, pc| (atoms::configuration(), pc, c).encode(env)))
         })
     })
 }
@@ -481,20 +434,14 @@ fn pc_set_configuration(
 ) -> Answer<Atom> {
     answer(|| {
         let h = lookup(specter, pc)?;
-        let servers: Option<Vec<IceServer>> = ice_servers
-            .decode()
-            .map_err(|_| Error::InvalidOption("ice_servers".into()))?;
-        let policy: Option<config::TransportPolicy> = policy
-            .decode()
-            .map_err(|_| Error::InvalidOption("ice_transport_policy".into()))?;
-        h.run(
-            env.pid(),
-            atoms::set_configuration_error(),
-            move |pc| async move {
-                let next = config::changed(&pc.get_configuration().await, servers, policy);
-                pc.set_configuration(next).await?;
-                Ok(done(atoms::set_configuration()))
-            },
-        )
+        let servers: Option<Vec<IceServer>> =
+            ice_servers.decode().map_err(|_| Error::InvalidOption("ice_servers".into()))?;
+        let policy: Option<config::TransportPolicy> =
+            policy.decode().map_err(|_| Error::InvalidOption("ice_transport_policy".into()))?;
+        h.run(env.pid(), atoms::set_configuration_error(), move |pc| async move {
+            let next = config::changed(&pc.get_configuration().await, servers, policy);
+            pc.set_configuration(next).await?;
+            Ok(done(atoms::set_configuration()))
+        })
     })
 }

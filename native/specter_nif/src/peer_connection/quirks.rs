@@ -29,10 +29,7 @@ impl PcEvents {
         if states.ice_gathering != GatheringState::Gathering {
             states.ice_gathering = GatheringState::Gathering;
             drop(states);
-            self.emit_state(
-                atoms::ice_gathering_state_change(),
-                GatheringState::Gathering,
-            );
+            self.emit_state(atoms::ice_gathering_state_change(), GatheringState::Gathering);
         }
     }
 
@@ -84,10 +81,7 @@ impl PcEvents {
             s.ice_connection,
             IceConnectionState::Connected | IceConnectionState::Completed
         );
-        let stuck = matches!(
-            s.connection,
-            ConnectionState::New | ConnectionState::Connecting
-        );
+        let stuck = matches!(s.connection, ConnectionState::New | ConnectionState::Connecting);
         if !(ice_up && stuck) {
             self.dtls_watch.store(false, Ordering::Release);
             return None;
@@ -131,10 +125,7 @@ impl PcEvents {
     async fn fail_unauthenticated(&self, pc: Arc<dyn PeerConnection>) {
         let report = {
             let mut s = lock(&self.states);
-            let report = !matches!(
-                s.connection,
-                ConnectionState::Failed | ConnectionState::Closed
-            );
+            let report = !matches!(s.connection, ConnectionState::Failed | ConnectionState::Closed);
             if report {
                 s.connection = ConnectionState::Failed;
                 self.dtls_failed.store(true, Ordering::Release);
@@ -180,10 +171,7 @@ pub async fn learned_as_prflx(
     pc: &Arc<dyn PeerConnection>,
     candidate: &RTCIceCandidateInit,
 ) -> bool {
-    let body = candidate
-        .candidate
-        .strip_prefix("candidate:")
-        .unwrap_or(&candidate.candidate);
+    let body = candidate.candidate.strip_prefix("candidate:").unwrap_or(&candidate.candidate);
     if body.is_empty() {
         return false;
     }

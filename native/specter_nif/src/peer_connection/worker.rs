@@ -29,11 +29,7 @@ pub struct BuildSpec {
 async fn build(spec: &BuildSpec) -> NifResult<Arc<dyn PeerConnection>> {
     let inst = spec.instance.upgrade().ok_or(Error::Closed)?;
     let config = inst.config.clone();
-    let attempts = if config.udp_port_range.is_some() {
-        8
-    } else {
-        1
-    };
+    let attempts = if config.udp_port_range.is_some() { 8 } else { 1 };
     let mut last_err = Error::Webrtc("no attempt".into());
     for _ in 0..attempts {
         let (media_engine, registry) = spec.api.build()?;
@@ -45,9 +41,7 @@ async fn build(spec: &BuildSpec) -> NifResult<Arc<dyn PeerConnection>> {
         });
         let res = PeerConnectionBuilder::new()
             .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_ice_servers(config.rtc_ice_servers())
-                    .build(),
+                RTCConfigurationBuilder::new().with_ice_servers(config.rtc_ice_servers()).build(),
             )
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
@@ -148,9 +142,7 @@ pub async fn worker(
     };
     let _ = spec.events.pc.set(Arc::downgrade(&pc));
     let rid = id.clone();
-    mailbox::send(creator, move |env| {
-        (atoms::peer_connection_ready(), rid.as_str()).encode(env)
-    });
+    mailbox::send(creator, move |env| (atoms::peer_connection_ready(), rid.as_str()).encode(env));
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Op(op) => {
@@ -186,8 +178,6 @@ fn notify_closed(events: &PcEvents, reply_to: Option<LocalPid>) {
     }
     for pid in targets {
         let id = events.id.clone();
-        mailbox::send(pid, move |env| {
-            (atoms::peer_connection_closed(), id.as_str()).encode(env)
-        });
+        mailbox::send(pid, move |env| (atoms::peer_connection_closed(), id.as_str()).encode(env));
     }
 }

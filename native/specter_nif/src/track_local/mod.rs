@@ -254,10 +254,7 @@ impl TrackEntry {
             stopped: AtomicBool::new(false),
         });
         lock(&self.bindings).push(Arc::clone(&binding));
-        handle.spawn(rtcp_task::run(
-            Arc::downgrade(&binding),
-            binding.local.clone(),
-        ));
+        handle.spawn(rtcp_task::run(Arc::downgrade(&binding), binding.local.clone()));
         binding
     }
 

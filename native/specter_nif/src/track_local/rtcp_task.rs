@@ -34,20 +34,13 @@ pub async fn run(binding: Weak<Binding>, local: LocalTrack) {
                 .upgrade()
                 .and_then(|e| lock(&e.source).as_ref().and_then(Weak::upgrade));
             if let Some(source) = source {
-                source
-                    .request_keyframe_throttled(KEYFRAME_REQUEST_INTERVAL)
-                    .await;
+                source.request_keyframe_throttled(KEYFRAME_REQUEST_INTERVAL).await;
             }
         }
         if let Some(owner) = b.owner.upgrade() {
             let sender = b.sender_id.clone();
             owner.send(move |env| {
-                (
-                    atoms::sender_rtcp(),
-                    sender.as_str(),
-                    rtcp::terms(env, &infos),
-                )
-                    .encode(env)
+                (atoms::sender_rtcp(), sender.as_str(), rtcp::terms(env, &infos)).encode(env)
             });
         }
     }

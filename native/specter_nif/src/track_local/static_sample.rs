@@ -53,9 +53,7 @@ fn track_local_new(
 
 #[rustler::nif]
 fn track_local_exists(specter: Arg<Specter>, track: Term<'_>) -> bool {
-    specter
-        .instance()
-        .is_ok_and(|i| i.local_track(track).is_ok())
+    specter.instance().is_ok_and(|i| i.local_track(track).is_ok())
 }
 
 /// Queues one encoded sample lasting `duration_us` for every connection the track is on.
@@ -79,10 +77,7 @@ fn track_local_write_sample(
             .filter(|us| *us > 0 && *us <= 10_000_000)
             .ok_or(Error::InvalidArgument("duration"))?;
         let sample = Bytes::copy_from_slice(bin.as_slice());
-        entry.submit(
-            &inst.handle,
-            Write::Sample(sample, Duration::from_micros(us)),
-        )?;
+        entry.submit(&inst.handle, Write::Sample(sample, Duration::from_micros(us)))?;
         Ok(atoms::ok())
     })
 }

@@ -117,8 +117,7 @@ async fn record(h: &RemoteTrackHandle, pkt: &rtp::Packet) {
         }
     }
     if wants_keyframe {
-        h.request_keyframe_throttled(RECORDER_KEYFRAME_INTERVAL)
-            .await;
+        h.request_keyframe_throttled(RECORDER_KEYFRAME_INTERVAL).await;
     }
 }
 
@@ -180,8 +179,6 @@ fn finish(h: &RemoteTrackHandle, on_end: OnEnd) {
     h.emit(|env, track| (atoms::track_ended(), track).encode(env));
     for pid in std::mem::take(&mut *lock(&h.sinks)) {
         let id = h.id.clone();
-        mailbox::send(pid, move |env| {
-            (atoms::track_ended(), id.as_str()).encode(env)
-        });
+        mailbox::send(pid, move |env| (atoms::track_ended(), id.as_str()).encode(env));
     }
 }

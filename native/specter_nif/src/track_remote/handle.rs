@@ -134,21 +134,12 @@ impl RemoteTrackHandle {
             Box::new(FullIntraRequest {
                 sender_ssrc: 0,
                 media_ssrc,
-                fir: vec![FirEntry {
-                    ssrc: media_ssrc,
-                    sequence_number: 0,
-                }],
+                fir: vec![FirEntry { ssrc: media_ssrc, sequence_number: 0 }],
             })
         } else {
-            Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            })
+            Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })
         };
-        self.track
-            .write_rtcp(vec![pkt])
-            .await
-            .map_err(|e| Error::from_webrtc(&e))
+        self.track.write_rtcp(vec![pkt]).await.map_err(|e| Error::from_webrtc(&e))
     }
 
     /// A PLI, unless one went out less than `interval` ago (subscribers' requests for the

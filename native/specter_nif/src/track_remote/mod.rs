@@ -40,8 +40,7 @@ pub fn announce(inst: &Arc<Instance>, events: &Arc<PcEvents>, track: Arc<dyn Tra
         let Some(inst) = weak.upgrade() else {
             return;
         };
-        inst.remote_tracks
-            .insert(handle.id.clone(), Arc::clone(&handle));
+        inst.remote_tracks.insert(handle.id.clone(), Arc::clone(&handle));
         drop(inst);
         let id = handle.id.clone();
         events.emit(move |env, pc| {
@@ -147,10 +146,7 @@ fn track_remote_info<'a>(
             (atoms::packet_count(), counter(&h.packets).encode(env)),
             (atoms::duplicates(), counter(&h.duplicates).encode(env)),
             (atoms::forwarded(), counter(&h.forwarded).encode(env)),
-            (
-                atoms::forward_time_us(),
-                (counter(&h.forward_ns) / 1_000).encode(env),
-            ),
+            (atoms::forward_time_us(), (counter(&h.forward_ns) / 1_000).encode(env)),
         ] {
             m = m.map_put(k.encode(env), v).unwrap_or(m);
         }
@@ -166,9 +162,7 @@ fn track_remote_request_keyframe(
     fir: Term<'_>,
 ) -> Answer<Atom> {
     answer(|| {
-        let fir: bool = fir
-            .decode()
-            .map_err(|_| Error::InvalidOption("fir".into()))?;
+        let fir: bool = fir.decode().map_err(|_| Error::InvalidOption("fir".into()))?;
         let (inst, h) = lookup(specter, track)?;
         inst.handle.spawn(async move {
             let _ = h.request_keyframe(fir).await;
@@ -187,11 +181,8 @@ fn track_remote_forward(
     answer(|| {
         let (inst, h) = lookup(specter, track)?;
         let entry = inst.local_track(local)?;
-        let remote_mime = lock(&h.info)
-            .codec
-            .as_ref()
-            .map(|c| c.mime_type.clone())
-            .unwrap_or_default();
+        let remote_mime =
+            lock(&h.info).codec.as_ref().map(|c| c.mime_type.clone()).unwrap_or_default();
         if !remote_mime.eq_ignore_ascii_case(&entry.codec.mime_type) {
             return Err(Error::InvalidCodec(format!(
                 "the remote track is {remote_mime}, the local track {}",
@@ -200,9 +191,8 @@ fn track_remote_forward(
         }
         {
             let mut forwards = lock(&h.forwards);
-            let known = forwards
-                .iter()
-                .any(|w| w.upgrade().is_some_and(|e| Arc::ptr_eq(&e, &entry)));
+            let known =
+                forwards.iter().any(|w| w.upgrade().is_some_and(|e| Arc::ptr_eq(&e, &entry)));
             if !known {
                 forwards.push(Arc::downgrade(&entry));
             }
