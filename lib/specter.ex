@@ -265,6 +265,12 @@ defmodule Specter do
   loopback confinement), `:nudges` (synthetic wake-ups of connection drivers) and
   `:replayed_checks` (STUN Binding requests that arrived before their connection's remote
   description and were answered once it was applied).
+  Counters since the VM started, over all connections: `:datagrams_sent` and
+  `:datagrams_received`; `:driver_sleeps_fired_10ms`, `_100ms` and `_1s`: sleeps of the
+  connection drivers of at least that length that ran to their end (nothing arrived
+  meanwhile), and `:driver_sleep_fired_ms`, their summed length. A driver that waits out a
+  protocol timer in the middle of a transfer, such as SCTP's 200 ms delayed acknowledgement
+  or its 1 s retransmission timeout, shows there.
 
       iex> {:ok, _specter} = Specter.init()
       iex> {:ok, %{workers: workers}} = Specter.runtime_info()

@@ -26,6 +26,7 @@ defmodule Specter.Config do
   | `:ice_max_binding_requests` | `28` | checks per candidate pair before it fails (28 x 50 ms keeps webrtc-rs's 1.4 s window) |
   | `:data_channel_send_buffer_limit` | `16_777_216` | bytes a data channel may have queued before `send` answers `{:error, :buffer_full}` |
   | `:data_channel_receive_buffer` | `1_048_576` | bytes of incoming messages a data channel holds for an owner that has no credit (like a socket's receive buffer) before SCTP's window closes |
+  | `:sctp_receive_buffer` | `1_048_576` | bytes of a connection's SCTP receive window (webrtc-rs's default; at least 1500): how far its data channels' readers may fall behind before the window closes. webrtc-rs 0.21.1 recovers a closed window only after a 200 ms delayed acknowledgement, often after a 1 s retransmission timeout (see bench/results/dc_two_vm.md), so bulk transfers to a slower receiver gain from a larger one, at the cost of that much memory per lagging connection |
   | `:data_channel_active` | `true` | how a new data channel delivers incoming messages: `true`, `false`, `:once` or a count (see `Specter.DataChannel.set_active/3`) |
 
   ## Examples
@@ -64,7 +65,8 @@ defmodule Specter.Config do
           ice_max_binding_requests: pos_integer() | nil,
           data_channel_send_buffer_limit: pos_integer(),
           data_channel_active: boolean() | :once | pos_integer(),
-          data_channel_receive_buffer: non_neg_integer()
+          data_channel_receive_buffer: non_neg_integer(),
+          sctp_receive_buffer: 1500..1_073_741_824
         }
 
   defstruct ice_servers: [],
@@ -86,7 +88,8 @@ defmodule Specter.Config do
             ice_max_binding_requests: 28,
             data_channel_send_buffer_limit: 16 * 1024 * 1024,
             data_channel_active: true,
-            data_channel_receive_buffer: 1024 * 1024
+            data_channel_receive_buffer: 1024 * 1024,
+            sctp_receive_buffer: 1024 * 1024
 
   @doc """
   Builds and validates a configuration from the application environment and `opts`.
@@ -137,7 +140,8 @@ defmodule Specter.Config do
       ice_max_binding_requests: [type: {:or, [nil, {:in, 1..65_535}]}],
       data_channel_send_buffer_limit: [type: :pos_integer],
       data_channel_active: [type: {:or, [:boolean, {:in, [:once]}, {:in, 1..2_147_483_647}]}],
-      data_channel_receive_buffer: [type: {:in, 0..1_073_741_824}]
+      data_channel_receive_buffer: [type: {:in, 0..1_073_741_824}],
+      sctp_receive_buffer: [type: {:in, 1500..1_073_741_824}]
     ]
   end
 

@@ -83,6 +83,32 @@ defmodule Specter.ConfigTest do
     end
   end
 
+  test "sctp_receive_buffer: the webrtc-rs default unless set, at least RFC 9260's 1500 bytes" do
+    assert {:ok, %{sctp_receive_buffer: 1_048_576}} = Specter.Config.new()
+
+    assert {:ok, %{sctp_receive_buffer: 4_194_304}} =
+             Specter.Config.new(sctp_receive_buffer: 4_194_304)
+
+    for bad <- [1_499, 0, -1, 1.5e6, :big, 2_000_000_000] do
+      assert Specter.Config.new(sctp_receive_buffer: bad) ==
+               {:error, {:invalid_option, :sctp_receive_buffer}},
+             inspect(bad)
+    end
+
+    # A connection of an instance with a larger window still connects and carries data.
+    {:ok, specter} = Specter.init(sctp_receive_buffer: 4_194_304)
+    assert {:ok, %{sctp_receive_buffer: 4_194_304}} = Specter.config(specter)
+    a = new_pc!(specter)
+    b = new_pc!(specter)
+    {:ok, dc} = Specter.DataChannel.create(specter, a, "window")
+    connect_media!(specter, a, b)
+    assert_receive {:data_channel_open, ^dc}, 5_000
+    assert_receive {:data_channel, ^b, remote}, 5_000
+    assert_receive {:data_channel_open, ^remote}, 5_000
+    :ok = Specter.DataChannel.send(specter, dc, "through a 4 MiB window")
+    assert_receive {:data_channel_message, ^remote, {:binary, "through a 4 MiB window"}}, 5_000
+  end
+
   test "the kernel grants the configured socket buffers" do
     {:ok, specter} = Specter.init(socket_buffer_size: 1_048_576)
     gather(specter)

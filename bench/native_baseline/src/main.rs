@@ -6,6 +6,8 @@
 //!   native_baseline setup [runs]                 time to connected / data channel open
 //!   native_baseline transfer <MiB> <msg_bytes>   ordered reliable bulk transfer, MB/s
 //!   native_baseline rate <count> <msg_bytes>     message rate, messages/s
+//!   native_baseline echo <MiB> <msg_bytes> <runs> one side echoes every message back, MB/s
+//!                                                and stalls (gaps >= 20 ms) per run
 //!
 //! Environment: `SPECTER_DRIVER_WAKEUP=0` turns the driver wake-up off (A/B),
 //! `SPECTER_SOCKET_BUFFER=<bytes>` sets the UDP buffers (0 = kernel default),
@@ -392,6 +394,162 @@ async fn transfer(total: usize, size: usize, label: &str) {
     close(Pair { ..pair }).await;
 }
 
+/// Echo: `dc_a` sends `total` bytes in `size`-byte messages, `dc_b` sends every message
+/// back, `dc_a` counts the echoes. Like bench/dc_two_vm.exs, in one process and without the
+/// BEAM. Prints one line per run with the stalls (gaps >= 20 ms between two echoes).
+async fn echo(total: usize, size: usize, runs: usize) {
+    let mut rates = Vec::new();
+    for run in 1..=runs {
+        let pair = connect_pair().await;
+        let drops0 = udp_rcvbuf_errors();
+        let cpu0 = rusage_cpu_seconds();
+        let start = Instant::now();
+        let dc_b = pair.dc_b.clone();
+        let wake_b = pair.b.wake.clone();
+        let count = total / size;
+        // The echo side: receive (with the idle nudge, as Specter's reader) and send back.
+        let echoer = tokio::spawn(async move {
+            let spin_ns = env_usize("CONSUMER_NS", 0) as u128;
+            let mut n = 0usize;
+            let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let nudger = (env_usize("SPECTER_NUDGE", 1) == 1)
+                .then(|| idle_nudger(last.clone(), wake_b.clone()));
+            while n < count {
+                match dc_b.poll().await {
+                    Some(DataChannelEvent::OnMessage(m)) => {
+                        n += 1;
+                        last.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        if spin_ns > 0 {
+                            let t = Instant::now();
+                            while t.elapsed().as_nanos() < spin_ns {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        match dc_b.try_send(m.data.clone()).await {
+                            Err(webrtc::error::Error::ErrSendBufferFull) => {
+                                dc_b.send(m.data).await.expect("echo send")
+                            }
+                            other => other.expect("echo send"),
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if let Some(t) = nudger {
+                t.abort();
+            }
+        });
+        let dc_a = pair.dc_a.clone();
+        let sender = tokio::spawn(async move {
+            let chunk = BytesMut::from(&vec![0xA5u8; size][..]);
+            for _ in 0..count {
+                match dc_a.try_send(chunk.clone()).await {
+                    Err(webrtc::error::Error::ErrSendBufferFull) => {
+                        dc_a.send(chunk.clone()).await.expect("send")
+                    }
+                    other => other.expect("send"),
+                }
+            }
+        });
+        let (got, _msgs) = receive_gaps(pair.dc_a.clone(), pair.a.wake.clone(), count * size).await;
+        let secs = start.elapsed().as_secs_f64();
+        let _ = sender.await;
+        let _ = echoer.await;
+        let cpu = rusage_cpu_seconds() - cpu0;
+        let drops = udp_rcvbuf_errors() - drops0;
+        let stalls = STALLS
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let stall_ms: f64 = stalls.iter().map(|(_, d)| d.as_secs_f64() * 1000.0).sum();
+        let first: Vec<String> = stalls
+            .iter()
+            .take(4)
+            .map(|(at, d)| format!("{:.1}: {}", *at as f64 / 1048576.0, d.as_millis()))
+            .collect();
+        let mbps = got as f64 / secs / 1e6;
+        rates.push(mbps);
+        println!(
+            "echo run={run} MB/s={mbps:.1} secs={secs:.3} stalls={} stall_ms={stall_ms:.0} first=[{}] cpu_cores={:.2} udp_rcvbuf_drops={drops}",
+            stalls.len(),
+            first.join(", "),
+            cpu / secs
+        );
+        close(pair).await;
+    }
+    rates.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "echo runs={runs} MB/s min={:.1} median={:.1} max={:.1}",
+        rates[0],
+        percentile(&rates, 0.5),
+        rates[rates.len() - 1]
+    );
+}
+
+/// Stalls seen by `receive_gaps`: (bytes received before it, length).
+static STALLS: std::sync::Mutex<Vec<(usize, Duration)>> = std::sync::Mutex::new(Vec::new());
+
+/// `receive`, recording every gap >= 20 ms between two messages in `STALLS`.
+async fn receive_gaps(dc: Arc<dyn DataChannel>, wake: Arc<Wake>, total: usize) -> (usize, usize) {
+    let last_n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let nudger = (env_usize("SPECTER_NUDGE", 1) == 1).then(|| idle_nudger(last_n.clone(), wake));
+    let mut got = 0usize;
+    let mut msgs = 0usize;
+    let mut last = Instant::now();
+    while got < total {
+        match dc.poll().await {
+            Some(DataChannelEvent::OnMessage(m)) => {
+                let now = Instant::now();
+                let gap = now.duration_since(last);
+                if gap >= Duration::from_millis(20) {
+                    if let Ok(mut s) = STALLS.lock() {
+                        s.push((got, gap));
+                    }
+                    if std::env::var("VERBOSE").is_ok() {
+                        eprintln!("STALL {gap:?} at byte {got}");
+                    }
+                }
+                last = now;
+                got += m.data.len();
+                msgs += 1;
+                last_n.store(msgs as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    if let Some(t) = nudger {
+        t.abort();
+    }
+    (got, msgs)
+}
+
+/// Specter's reader idle nudge: when `count` stops moving for 3 ms, nudge the driver (at
+/// most twice per pause) so that it resumes SCTP streams parked at the read backlog limit.
+fn idle_nudger(
+    count: Arc<std::sync::atomic::AtomicU64>,
+    wake: Arc<Wake>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen = 0;
+        let mut idle = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let now = count.load(std::sync::atomic::Ordering::Relaxed);
+            if now == seen && now > 0 {
+                idle += 1;
+                if idle <= 2 {
+                    wake.nudge();
+                }
+            } else {
+                idle = 0;
+            }
+            seen = now;
+        }
+    })
+}
+
 fn main() {
     env_logger::Builder::from_default_env()
         .format_timestamp_micros()
@@ -407,6 +565,11 @@ fn main() {
                 let mib = num(2, 256);
                 let size = num(3, 16384);
                 transfer(mib << 20, size, "transfer").await
+            }
+            "echo" => {
+                let mib = num(2, 16);
+                let size = num(3, 1024);
+                echo(mib << 20, size, num(4, 10)).await
             }
             "rate" => {
                 let count = num(2, 1_000_000);

@@ -32,11 +32,30 @@ defmodule Specter.Signalling.Server do
     * `POST /message?peer_id=<from>&to=<to>` → `200 OK` with an empty body; the body is
       queued for `to` with its content type. Sent to oneself, it comes back in the response.
     * `GET /sign_out?peer_id=<id>` → `200 OK`; every other member is notified (`name,id,0`).
-    * `OPTIONS` anything → `200 OK` with the CORS headers (every response has them).
+    * `OPTIONS` anything (`OPTIONS *` too) → `200 OK`, no body, with the CORS headers
+      (every response has them).
     * A member with no pending `/wait` for `:member_timeout` (30 s) is dropped and the others
       are notified. Names are the raw query string, cut to 512 bytes, commas replaced by `_`.
     * Every response has `Connection: close` and the connection closes after it, like the
-      original. Errors: see `Specter.Signalling.Server.Connection`.
+      original. A `POST /message` whose `peer_id` or `to` is unknown gets `500 Error`
+      ("Peer most likely gone."); a `/wait` or `/sign_out` whose `peer_id` is unknown or
+      missing, and an unknown path, get `500 Sorry` (text/html), as the original answers
+      any request it cannot attribute to a member. Other errors: see
+      `Specter.Signalling.Server.Connection`.
+
+  ## Extensions and differences (not in `peerconnection_server`)
+
+    * `GET /`, `/demo.js`, `/room`, `/room.js` serve the browser demos (the original: `500 Sorry`).
+    * A known path with the wrong method gets `405` with `Allow` (the original acts on the
+      path whatever the method: a `GET /message` relays an empty message, a `POST /sign_in`
+      signs in); an empty `POST /message` body gets `400` (the original: `500 Sorry`).
+    * Limits answered with a status: `408`, `411`, `413`, `431`, `503` (queue full, too many
+      connections); a request line that does not parse gets `400` and a method other than
+      GET/POST/OPTIONS `500 Sorry` (the original leaves such a connection unanswered).
+    * `Access-Control-Expose-Headers` also lists `Pragma`; `Server:` ends with `(Specter)`.
+    * A response whose write to a waiter fails goes back to the front of the member's queue
+      (the original drops it).
+    * No `/quit` (in the original, any request for `/quit` stops the server).
 
   ## Options
 

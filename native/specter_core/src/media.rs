@@ -37,10 +37,7 @@ pub fn parse(bytes: &[u8], fps: u32) -> Result<MediaFile, MediaError> {
     } else if bytes.starts_with(b"OggS") {
         parse_ogg_opus(bytes)
     } else if bytes.starts_with(&[0, 0, 0, 1]) || bytes.starts_with(&[0, 0, 1]) {
-        Ok(MediaFile {
-            mime_type: "video/H264".into(),
-            frames: h264_access_units(bytes, fps),
-        })
+        Ok(MediaFile { mime_type: "video/H264".into(), frames: h264_access_units(bytes, fps) })
     } else {
         Err(MediaError::UnknownFormat)
     }
@@ -60,9 +57,7 @@ pub fn parse_ivf(bytes: &[u8]) -> Result<MediaFile, MediaError> {
         b"VP90" => "video/VP9",
         b"AV01" => "video/AV1",
         other => {
-            return Err(MediaError::UnsupportedCodec(
-                String::from_utf8_lossy(other).into_owned(),
-            ))
+            return Err(MediaError::UnsupportedCodec(String::from_utf8_lossy(other).into_owned()))
         }
     };
     let (den, num) = (u32_at(16), u32_at(20));
@@ -77,9 +72,7 @@ pub fn parse_ivf(bytes: &[u8]) -> Result<MediaFile, MediaError> {
         let ts = u64::from(u32_at(pos + 4)) | (u64::from(u32_at(pos + 8)) << 32);
         let start = pos + 12;
         let Some(end) = start.checked_add(size).filter(|&e| e <= bytes.len()) else {
-            return Err(MediaError::Malformed(format!(
-                "frame at byte {pos} overruns the file"
-            )));
+            return Err(MediaError::Malformed(format!("frame at byte {pos} overruns the file")));
         };
         raw.push((ts, &bytes[start..end]));
         pos = end;
@@ -98,15 +91,9 @@ pub fn parse_ivf(bytes: &[u8]) -> Result<MediaFile, MediaError> {
             _ => last,
         };
         last = duration;
-        frames.push(Frame {
-            data: raw[i].1.to_vec(),
-            duration,
-        });
+        frames.push(Frame { data: raw[i].1.to_vec(), duration });
     }
-    Ok(MediaFile {
-        mime_type: mime_type.into(),
-        frames,
-    })
+    Ok(MediaFile { mime_type: mime_type.into(), frames })
 }
 
 /// The packets of an Ogg stream, split by the pages' segment tables (a page may hold
@@ -175,18 +162,12 @@ pub fn parse_ogg_opus(bytes: &[u8]) -> Result<MediaFile, MediaError> {
         .into_iter()
         .skip(1)
         .filter(|p| !p.starts_with(b"OpusTags") && !p.is_empty())
-        .map(|p| Frame {
-            duration: opus_duration(&p),
-            data: p,
-        })
+        .map(|p| Frame { duration: opus_duration(&p), data: p })
         .collect();
     if frames.is_empty() {
         return Err(MediaError::Malformed("no audio packets".into()));
     }
-    Ok(MediaFile {
-        mime_type: "audio/opus".into(),
-        frames,
-    })
+    Ok(MediaFile { mime_type: "audio/opus".into(), frames })
 }
 
 /// NAL units of an Annex-B stream (without start codes).
@@ -230,10 +211,7 @@ pub fn h264_access_units(bytes: &[u8], fps: u32) -> Vec<Frame> {
         let first_slice = is_slice && nal.get(1).is_some_and(|b| b & 0x80 != 0);
         let starts_new = has_picture && (matches!(nal_type, 6..=9) || first_slice);
         if starts_new {
-            frames.push(Frame {
-                data: std::mem::take(&mut current),
-                duration,
-            });
+            frames.push(Frame { data: std::mem::take(&mut current), duration });
             has_picture = false;
         }
         current.extend_from_slice(&[0, 0, 0, 1]);
@@ -241,10 +219,7 @@ pub fn h264_access_units(bytes: &[u8], fps: u32) -> Vec<Frame> {
         has_picture |= is_slice;
     }
     if !current.is_empty() && has_picture {
-        frames.push(Frame {
-            data: current,
-            duration,
-        });
+        frames.push(Frame { data: current, duration });
     }
     frames
 }
@@ -290,14 +265,11 @@ mod tests {
     #[test]
     fn vp8_keyframe_size_reads_the_keyframe_header() {
         // Descriptor with X, S and a 15-bit picture id; frame tag of a keyframe; 320x240.
-        let pkt = [
-            0x90, 0x80, 0x80, 0x01, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
-        ];
+        let pkt =
+            [0x90, 0x80, 0x80, 0x01, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
         assert_eq!(super::vp8_keyframe_size(&pkt), Some((320, 240)));
         // Same without the extension.
-        let plain = [
-            0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
-        ];
+        let plain = [0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
         assert_eq!(super::vp8_keyframe_size(&plain), Some((320, 240)));
         // An interframe (low bit of the tag set), a continuation, junk and nothing.
         let mut inter = plain;
@@ -360,11 +332,7 @@ mod tests {
         let file = ivf(&[(0, b"a"), (1, b"bb"), (3, b"ccc")], 1, 30);
         let media = parse(&file, 30).unwrap();
         assert_eq!(media.mime_type, "video/VP8");
-        let durations: Vec<u128> = media
-            .frames
-            .iter()
-            .map(|f| f.duration.as_millis())
-            .collect();
+        let durations: Vec<u128> = media.frames.iter().map(|f| f.duration.as_millis()).collect();
         assert_eq!(durations, vec![33, 66, 66]);
         assert_eq!(media.frames[2].data, b"ccc");
     }
@@ -384,10 +352,7 @@ mod tests {
         assert_eq!(media.mime_type, "audio/opus");
         assert_eq!(media.frames.len(), 3);
         assert_eq!(media.frames[2].data.len(), 600);
-        assert!(media
-            .frames
-            .iter()
-            .all(|f| f.duration == Duration::from_millis(20)));
+        assert!(media.frames.iter().all(|f| f.duration == Duration::from_millis(20)));
     }
 
     #[test]

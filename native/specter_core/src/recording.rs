@@ -34,10 +34,7 @@ impl SeqWindow {
 
     /// An empty window.
     pub fn new() -> Self {
-        SeqWindow {
-            highest: None,
-            seen: [0; Self::WORDS],
-        }
+        SeqWindow { highest: None, seen: [0; Self::WORDS] }
     }
 
     /// Records `seq`: `true` the first time it is seen, `false` for a copy. A packet older
@@ -87,14 +84,8 @@ impl SeqWindow {
         for i in (0..Self::WORDS).rev() {
             let src = i.checked_sub(words);
             let hi = src.map_or(0, |s| self.seen[s]);
-            let lo = src
-                .and_then(|s| s.checked_sub(1))
-                .map_or(0, |s| self.seen[s]);
-            self.seen[i] = if bits == 0 {
-                hi
-            } else {
-                (hi << bits) | (lo >> (64 - bits))
-            };
+            let lo = src.and_then(|s| s.checked_sub(1)).map_or(0, |s| self.seen[s]);
+            self.seen[i] = if bits == 0 { hi } else { (hi << bits) | (lo >> (64 - bits)) };
         }
     }
 
@@ -259,11 +250,7 @@ impl<W: Write + Seek> IvfRecorder<W> {
         }
         self.last_pts = pts;
         // An AV1 temporal unit starts with a temporal delimiter OBU.
-        let delimiter: &[u8] = if self.codec == IvfCodec::Av1 {
-            &[0x12, 0x00]
-        } else {
-            &[]
-        };
+        let delimiter: &[u8] = if self.codec == IvfCodec::Av1 { &[0x12, 0x00] } else { &[] };
         let len = u32::try_from(delimiter.len() + data.len()).map_err(|_| Error::ErrShortBuffer)?;
         self.out.write_all(&len.to_le_bytes())?;
         self.out.write_all(&pts.to_le_bytes())?;
@@ -344,8 +331,7 @@ impl<W: Write + Seek> Writer for IvfRecorder<W> {
             n => self.last_pts + self.last_pts / u64::from(n - 1),
         };
         self.out.seek(SeekFrom::Start(24))?;
-        self.out
-            .write_all(&u32::try_from(duration).unwrap_or(u32::MAX).to_le_bytes())?;
+        self.out.write_all(&u32::try_from(duration).unwrap_or(u32::MAX).to_le_bytes())?;
         self.out.seek(SeekFrom::End(0))?;
         self.out.flush()?;
         Ok(())
@@ -421,10 +407,7 @@ mod tests {
     fn depacketizer_panics_are_contained() {
         use rtc::media::io::h26x_writer::H26xWriter;
         let pkt = |payload: &[u8]| rtp::Packet {
-            header: rtp::header::Header {
-                marker: true,
-                ..Default::default()
-            },
+            header: rtp::header::Header { marker: true, ..Default::default() },
             payload: payload.to_vec().into(),
         };
         // AV1: one OBU element of one byte whose header says "extension + size field": the
@@ -520,30 +503,21 @@ mod tests {
         let mut r = IvfRecorder::new(Cursor::new(Vec::new()), IvfCodec::Vp8).unwrap();
         let inter = [0x01, 0xaa, 0xbb];
         // An inter frame before any keyframe is not written.
-        r.write_rtp(&vp8_packet(1, 1000, true, true, &inter))
-            .unwrap();
+        r.write_rtp(&vp8_packet(1, 1000, true, true, &inter)).unwrap();
         assert!(r.wants_keyframe());
         // A keyframe in two packets, then two inter frames 3000 ticks apart.
         let k = key(320, 240);
         r.write_rtp(&vp8_packet(2, 4000, true, false, &k)).unwrap();
-        r.write_rtp(&vp8_packet(3, 4000, false, true, &[0xcc, 0xdd, 0xee]))
-            .unwrap();
-        r.write_rtp(&vp8_packet(4, 7000, true, true, &inter))
-            .unwrap();
-        r.write_rtp(&vp8_packet(5, 10000, true, false, &inter))
-            .unwrap();
+        r.write_rtp(&vp8_packet(3, 4000, false, true, &[0xcc, 0xdd, 0xee])).unwrap();
+        r.write_rtp(&vp8_packet(4, 7000, true, true, &inter)).unwrap();
+        r.write_rtp(&vp8_packet(5, 10000, true, false, &inter)).unwrap();
         // Packet 6 is lost: frame 10000 is dropped, and so is 13000 (no keyframe yet).
-        r.write_rtp(&vp8_packet(7, 10000, false, true, &inter))
-            .unwrap();
-        r.write_rtp(&vp8_packet(8, 13000, true, true, &inter))
-            .unwrap();
+        r.write_rtp(&vp8_packet(7, 10000, false, true, &inter)).unwrap();
+        r.write_rtp(&vp8_packet(8, 13000, true, true, &inter)).unwrap();
         assert!(r.wants_keyframe());
         r.write_rtp(&vp8_packet(9, 16000, true, true, &k)).unwrap();
         r.close().unwrap();
-        assert_eq!(
-            (r.frames(), r.dropped(), r.size()),
-            (3, 1, Some((320, 240)))
-        );
+        assert_eq!((r.frames(), r.dropped(), r.size()), (3, 1, Some((320, 240))));
         let file = r.out.into_inner();
         assert_eq!(&file[..4], b"DKIF");
         assert_eq!(&file[12..16], &[0x40, 0x01, 0xf0, 0x00]);
@@ -563,10 +537,8 @@ mod tests {
     fn ivf_recorder_timestamps_survive_the_32_bit_wrap() {
         let mut r = IvfRecorder::new(Cursor::new(Vec::new()), IvfCodec::Vp8).unwrap();
         let k = key(16, 16);
-        r.write_rtp(&vp8_packet(1, u32::MAX - 2999, true, true, &k))
-            .unwrap();
-        r.write_rtp(&vp8_packet(2, 1, true, true, &[0x01, 0, 0]))
-            .unwrap();
+        r.write_rtp(&vp8_packet(1, u32::MAX - 2999, true, true, &k)).unwrap();
+        r.write_rtp(&vp8_packet(2, 1, true, true, &[0x01, 0, 0])).unwrap();
         r.close().unwrap();
         let pts: Vec<u64> = frames(&r.out.into_inner()).iter().map(|f| f.0).collect();
         assert_eq!(pts, vec![0, 3001]);

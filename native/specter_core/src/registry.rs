@@ -21,9 +21,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Canonical (lowercase, hyphenated) form of a UUID string, or `None` if it is not one.
 pub fn normalize_id(id: &str) -> Option<String> {
-    uuid::Uuid::parse_str(id)
-        .ok()
-        .map(|u| u.hyphenated().to_string())
+    uuid::Uuid::parse_str(id).ok().map(|u| u.hyphenated().to_string())
 }
 
 /// A fresh id.
@@ -64,20 +62,14 @@ pub struct Registry<V> {
 impl<V> Default for Registry<V> {
     /// A registry that forgets removed ids: looking one up again is `NotFound`.
     fn default() -> Self {
-        Self {
-            live: Mutex::default(),
-            closed: None,
-        }
+        Self { live: Mutex::default(), closed: None }
     }
 }
 
 impl<V> Registry<V> {
     /// A registry that remembers removed ids: looking one up again is `Closed`.
     pub fn remembering() -> Self {
-        Self {
-            live: Mutex::default(),
-            closed: Some(Mutex::default()),
-        }
+        Self { live: Mutex::default(), closed: Some(Mutex::default()) }
     }
 
     fn tombstone(&self, id: &str) {
@@ -95,11 +87,7 @@ impl<V: Clone> Registry<V> {
         if let Some(v) = lock(&self.live).get(&key) {
             return Ok(v.clone());
         }
-        if self
-            .closed
-            .as_ref()
-            .is_some_and(|c| lock(c).set.contains(&key))
-        {
+        if self.closed.as_ref().is_some_and(|c| lock(c).set.contains(&key)) {
             Err(Missing::Closed)
         } else {
             Err(Missing::NotFound)
@@ -128,11 +116,8 @@ impl<V> Registry<V> {
     /// returns them.
     pub fn remove_where(&self, mut remove: impl FnMut(&V) -> bool) -> Vec<V> {
         let mut live = lock(&self.live);
-        let ids: Vec<String> = live
-            .iter()
-            .filter(|(_, v)| remove(v))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let ids: Vec<String> =
+            live.iter().filter(|(_, v)| remove(v)).map(|(id, _)| id.clone()).collect();
         ids.iter()
             .filter_map(|id| {
                 self.tombstone(id);

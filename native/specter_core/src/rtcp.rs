@@ -167,16 +167,10 @@ fn report(r: &ReceptionReport) -> Report {
 pub fn describe(pkt: &dyn rtcp::packet::Packet) -> Option<RtcpInfo> {
     let any = pkt.as_any();
     if let Some(p) = any.downcast_ref::<PictureLossIndication>() {
-        return Some(RtcpInfo::Pli {
-            sender_ssrc: p.sender_ssrc,
-            media_ssrc: p.media_ssrc,
-        });
+        return Some(RtcpInfo::Pli { sender_ssrc: p.sender_ssrc, media_ssrc: p.media_ssrc });
     }
     if let Some(p) = any.downcast_ref::<FullIntraRequest>() {
-        return Some(RtcpInfo::Fir {
-            sender_ssrc: p.sender_ssrc,
-            media_ssrc: p.media_ssrc,
-        });
+        return Some(RtcpInfo::Fir { sender_ssrc: p.sender_ssrc, media_ssrc: p.media_ssrc });
     }
     if let Some(p) = any.downcast_ref::<TransportLayerNack>() {
         let mut lost = Vec::new();
@@ -188,11 +182,7 @@ pub fn describe(pkt: &dyn rtcp::packet::Packet) -> Option<RtcpInfo> {
                 }
             }
         }
-        return Some(RtcpInfo::Nack {
-            sender_ssrc: p.sender_ssrc,
-            media_ssrc: p.media_ssrc,
-            lost,
-        });
+        return Some(RtcpInfo::Nack { sender_ssrc: p.sender_ssrc, media_ssrc: p.media_ssrc, lost });
     }
     if let Some(p) = any.downcast_ref::<ReceiverReport>() {
         return Some(RtcpInfo::ReceiverReport {
@@ -211,10 +201,7 @@ pub fn describe(pkt: &dyn rtcp::packet::Packet) -> Option<RtcpInfo> {
         });
     }
     if let Some(p) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-        return Some(RtcpInfo::Remb {
-            bitrate: p.bitrate,
-            ssrcs: p.ssrcs.clone(),
-        });
+        return Some(RtcpInfo::Remb { bitrate: p.bitrate, ssrcs: p.ssrcs.clone() });
     }
     None
 }
@@ -226,18 +213,9 @@ mod tests {
 
     #[test]
     fn keyframe_requests_are_described() {
-        let pli = PictureLossIndication {
-            sender_ssrc: 1,
-            media_ssrc: 2,
-        };
+        let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: 2 };
         let info = describe(&pli).expect("pli");
-        assert_eq!(
-            info,
-            RtcpInfo::Pli {
-                sender_ssrc: 1,
-                media_ssrc: 2
-            }
-        );
+        assert_eq!(info, RtcpInfo::Pli { sender_ssrc: 1, media_ssrc: 2 });
         assert!(info.is_keyframe_request());
         assert!(wanted(&pli));
     }
@@ -247,10 +225,7 @@ mod tests {
         let nack = TransportLayerNack {
             sender_ssrc: 1,
             media_ssrc: 2,
-            nacks: vec![NackPair {
-                packet_id: 100,
-                lost_packets: 0b101,
-            }],
+            nacks: vec![NackPair { packet_id: 100, lost_packets: 0b101 }],
         };
         match describe(&nack) {
             Some(RtcpInfo::Nack { lost, .. }) => assert_eq!(lost, vec![100, 101, 103]),

@@ -62,6 +62,24 @@ pub static REPLAYED_CHECKS: AtomicU64 = AtomicU64::new(0);
 
 /// Early Binding requests kept per connection, at most.
 const MAX_HELD_CHECKS: usize = 32;
+/// Datagrams the connections' sockets sent and received (GSO/GRO segments counted apart).
+pub static DATAGRAMS_SENT: AtomicU64 = AtomicU64::new(0);
+pub static DATAGRAMS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+/// Sleeps of library tasks (the connection drivers) of at least 10 ms, 100 ms and 1 s that
+/// ran to their end instead of being cut short by a datagram or an event, and their summed
+/// length in ms. A driver waiting out a protocol timer in the middle of a transfer shows
+/// here: SCTP's delayed acknowledgement (200 ms) or retransmission timeout (1 s at least).
+pub static SLEEPS_FIRED: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+pub static SLEEPS_FIRED_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of datagrams in `len` bytes of `stride`-byte segments.
+fn segments(len: usize, stride: usize) -> u64 {
+    if stride == 0 {
+        1
+    } else {
+        len.div_ceil(stride) as u64
+    }
+}
 
 /// The process-wide tokio runtime, built on first use.
 ///
@@ -74,9 +92,7 @@ pub fn global() -> Result<&'static tokio::runtime::Runtime, String> {
                 .and_then(|v| v.parse::<usize>().ok())
                 .filter(|n| *n > 0)
                 .unwrap_or_else(|| {
-                    std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2)
+                    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
                 });
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
@@ -195,11 +211,7 @@ impl Wake {
         if self.remote_ready.swap(true, Ordering::AcqRel) {
             return;
         }
-        let held = self
-            .held
-            .lock()
-            .map(|mut h| std::mem::take(&mut *h))
-            .unwrap_or_default();
+        let held = self.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
         if held.is_empty() {
             return;
         }
@@ -217,11 +229,7 @@ impl Wake {
         if self.remote_ready.load(Ordering::Acquire) {
             return;
         }
-        let stride = if meta.stride == 0 {
-            meta.len
-        } else {
-            meta.stride
-        };
+        let stride = if meta.stride == 0 { meta.len } else { meta.stride };
         let Some(data) = buf.get(..meta.len.min(buf.len())) else {
             return;
         };
@@ -266,19 +274,13 @@ pub struct ConnRuntime {
 
 impl fmt::Debug for ConnRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnRuntime")
-            .field("policy", &self.policy)
-            .finish()
+        f.debug_struct("ConnRuntime").field("policy", &self.policy).finish()
     }
 }
 
 impl ConnRuntime {
     pub fn new(handle: tokio::runtime::Handle, policy: Arc<NetPolicy>) -> Self {
-        Self {
-            handle,
-            policy,
-            wake: Arc::new(Wake::default()),
-        }
+        Self { handle, policy, wake: Arc::new(Wake::default()) }
     }
 
     /// The connection's wake state (for `nudge`).
@@ -383,22 +385,13 @@ fn force(fd: i32, opt: i32, value: i32) {
     // SAFETY: `fd` is a live socket owned by the caller for the duration of the call, and the
     // option value is a plain `int` passed with its exact length.
     unsafe {
-        setsockopt(
-            fd,
-            SOL_SOCKET,
-            opt,
-            &value as *const i32,
-            std::mem::size_of::<i32>() as u32,
-        );
+        setsockopt(fd, SOL_SOCKET, opt, &value as *const i32, std::mem::size_of::<i32>() as u32);
     }
 }
 
 impl Runtime for ConnRuntime {
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        let marked = Marked {
-            id: self.wake.id(),
-            future,
-        };
+        let marked = Marked { id: self.wake.id(), future };
         Box::new(TokioHandle(self.handle.spawn(marked)))
     }
 
@@ -471,15 +464,26 @@ impl Runtime for ConnRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let library = CURRENT_WAKE.with(|c| c.get()) == self.wake.id();
         if self.policy.driver_wakeup
             && !duration.is_zero()
-            && CURRENT_WAKE.with(|c| c.get()) == self.wake.id()
+            && library
             && self.wake.kicked.swap(false, Ordering::AcqRel)
         {
             return Box::pin(std::future::ready(()));
         }
         let _guard = self.handle.enter();
-        Box::pin(tokio::time::sleep(duration))
+        let sleep = tokio::time::sleep(duration);
+        let bucket = [10, 100, 1_000].iter().rposition(|ms| duration >= Duration::from_millis(*ms));
+        match bucket {
+            Some(i) if library => Box::pin(async move {
+                sleep.await;
+                SLEEPS_FIRED[i].fetch_add(1, Ordering::Relaxed);
+                let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+                SLEEPS_FIRED_MS.fetch_add(ms, Ordering::Relaxed);
+            }),
+            _ => Box::pin(sleep),
+        }
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
@@ -514,9 +518,7 @@ struct UdpSocket {
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpSocket")
-            .field("inner", &self.inner)
-            .finish()
+        f.debug_struct("UdpSocket").field("inner", &self.inner).finish()
     }
 }
 
@@ -533,7 +535,12 @@ impl AsyncUdpSocket for UdpSocket {
                 transmit.destination
             ))));
         }
-        self.inner.poll_send(cx, transmit)
+        let sent = self.inner.poll_send(cx, transmit);
+        if let Poll::Ready(Ok(_)) = sent {
+            let n = segments(transmit.contents.len(), transmit.segment_size.unwrap_or(0));
+            DATAGRAMS_SENT.fetch_add(n, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn poll_recv(
@@ -567,6 +574,8 @@ impl AsyncUdpSocket for UdpSocket {
                             self.wake.hold_early_checks(buf, m, local);
                         }
                     }
+                    let got = meta[..n].iter().map(|m| segments(m.len, m.stride)).sum();
+                    DATAGRAMS_RECEIVED.fetch_add(got, Ordering::Relaxed);
                 }
                 Poll::Ready(Ok(n))
             }

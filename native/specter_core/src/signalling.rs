@@ -41,9 +41,7 @@ pub fn insecure_media_section(sdp: &str) -> Option<(String, String)> {
         let port = fields.next().unwrap_or_default();
         let proto = fields.next().unwrap_or_default();
         let rejected = port.split('/').next() == Some("0");
-        let secure = SECURE_PROTOCOLS
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case(proto));
+        let secure = SECURE_PROTOCOLS.iter().any(|p| p.eq_ignore_ascii_case(proto));
         (!secure && !rejected).then(|| (kind.to_owned(), proto.to_owned()))
     })
 }
@@ -52,9 +50,7 @@ pub fn insecure_media_section(sdp: &str) -> Option<(String, String)> {
 /// the SDP parses and that every media section is DTLS-protected (see
 /// [`insecure_media_section`]).
 pub fn parse_description(value: &Value) -> Result<RTCSessionDescription, SignallingError> {
-    let obj = value
-        .as_object()
-        .ok_or(SignallingError::InvalidSessionDescription)?;
+    let obj = value.as_object().ok_or(SignallingError::InvalidSessionDescription)?;
     let typ = obj
         .get("type")
         .and_then(Value::as_str)
@@ -84,9 +80,7 @@ pub fn parse_candidate(value: &Value) -> Result<RTCIceCandidateInit, SignallingE
         .as_object()
         .ok_or_else(|| SignallingError::InvalidCandidate("expected an object".into()))?;
     let field = |camel: &str, snake: &str| {
-        obj.get(camel)
-            .filter(|v| !v.is_null())
-            .or_else(|| obj.get(snake).filter(|v| !v.is_null()))
+        obj.get(camel).filter(|v| !v.is_null()).or_else(|| obj.get(snake).filter(|v| !v.is_null()))
     };
     let bad = |what: &str| SignallingError::InvalidCandidate(format!("bad {what}"));
     let candidate = field("candidate", "candidate")
@@ -101,31 +95,19 @@ pub fn parse_candidate(value: &Value) -> Result<RTCIceCandidateInit, SignallingE
     let sdp_mline_index = match field("sdpMLineIndex", "sdp_mline_index") {
         None => None,
         Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u16::try_from(n).ok())
-                .ok_or_else(|| bad("sdpMLineIndex"))?,
+            v.as_u64().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| bad("sdpMLineIndex"))?,
         ),
     };
     let username_fragment = match field("usernameFragment", "username_fragment") {
         None => None,
-        Some(v) => Some(
-            v.as_str()
-                .ok_or_else(|| bad("usernameFragment"))?
-                .to_owned(),
-        ),
+        Some(v) => Some(v.as_str().ok_or_else(|| bad("usernameFragment"))?.to_owned()),
     };
     if !candidate.is_empty() {
         let body = candidate.strip_prefix("candidate:").unwrap_or(&candidate);
         rtc::ice::candidate::unmarshal_candidate(body)
             .map_err(|e| SignallingError::InvalidCandidate(e.to_string()))?;
     }
-    Ok(RTCIceCandidateInit {
-        candidate,
-        sdp_mid,
-        sdp_mline_index,
-        username_fragment,
-        url: None,
-    })
+    Ok(RTCIceCandidateInit { candidate, sdp_mid, sdp_mline_index, username_fragment, url: None })
 }
 
 /// The first media section's mid and the ICE ufrag of a description: what a browser needs on
@@ -175,11 +157,8 @@ struct DescriptionJson<'a> {
 
 /// JSON of a description.
 pub fn description_json(desc: &RTCSessionDescription) -> String {
-    serde_json::to_string(&DescriptionJson {
-        sdp_type: desc.sdp_type,
-        sdp: &desc.sdp,
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&DescriptionJson { sdp_type: desc.sdp_type, sdp: &desc.sdp })
+        .unwrap_or_default()
 }
 
 /// JSON of a local description as W3C's `localDescription` shows it: with every candidate
@@ -192,23 +171,15 @@ pub fn description_json(desc: &RTCSessionDescription) -> String {
 /// RTCP multiplexing only component 1 is gathered).
 pub fn local_description_json(desc: &RTCSessionDescription) -> String {
     let is_rtcp_candidate = |line: &str| {
-        line.strip_prefix("a=candidate:")
-            .and_then(|rest| rest.split_whitespace().nth(1))
+        line.strip_prefix("a=candidate:").and_then(|rest| rest.split_whitespace().nth(1))
             == Some("2")
     };
     if !desc.sdp.lines().any(is_rtcp_candidate) {
         return description_json(desc);
     }
-    let sdp: String = desc
-        .sdp
-        .split_inclusive('\n')
-        .filter(|l| !is_rtcp_candidate(l))
-        .collect();
-    serde_json::to_string(&DescriptionJson {
-        sdp_type: desc.sdp_type,
-        sdp: &sdp,
-    })
-    .unwrap_or_default()
+    let sdp: String = desc.sdp.split_inclusive('\n').filter(|l| !is_rtcp_candidate(l)).collect();
+    serde_json::to_string(&DescriptionJson { sdp_type: desc.sdp_type, sdp: &sdp })
+        .unwrap_or_default()
 }
 
 /// JSON of a local description without the candidate lines webrtc-rs adds once it has
@@ -222,11 +193,8 @@ pub fn applied_description_json(desc: &RTCSessionDescription) -> String {
         .split_inclusive('\n')
         .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
         .collect();
-    serde_json::to_string(&DescriptionJson {
-        sdp_type: desc.sdp_type,
-        sdp: &sdp,
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&DescriptionJson { sdp_type: desc.sdp_type, sdp: &sdp })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -312,10 +280,7 @@ mod tests {
             json!({"candidate": "candidate:1 1 udp 1 127.0.0.1 5 typ host", "sdpMid": 3}),
         ] {
             assert!(
-                matches!(
-                    parse_candidate(&v),
-                    Err(SignallingError::InvalidCandidate(_))
-                ),
+                matches!(parse_candidate(&v), Err(SignallingError::InvalidCandidate(_))),
                 "{v}"
             );
         }
@@ -326,14 +291,7 @@ mod tests {
         let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n";
         let secure = format!("{SDP}{audio}");
         assert!(parse_description(&json!({"type": "offer", "sdp": secure})).is_ok());
-        for proto in [
-            "RTP/AVP",
-            "RTP/AVPF",
-            "RTP/SAVP",
-            "RTP/SAVPF",
-            "UDP/SCTP",
-            "",
-        ] {
+        for proto in ["RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF", "UDP/SCTP", ""] {
             let sdp = secure.replace("UDP/TLS/RTP/SAVPF", proto);
             assert!(
                 matches!(
@@ -351,10 +309,7 @@ mod tests {
 
     #[test]
     fn candidate_context_is_first_mid_and_ufrag() {
-        assert_eq!(
-            candidate_context(SDP),
-            Some(("0".to_owned(), Some("abcd".to_owned())))
-        );
+        assert_eq!(candidate_context(SDP), Some(("0".to_owned(), Some("abcd".to_owned()))));
         assert_eq!(candidate_context("v=0\r\n"), None);
     }
 
@@ -366,10 +321,7 @@ mod tests {
         let d = parse_description(&json!({"type": "offer", "sdp": with})).unwrap();
         let original = parse_description(&json!({"type": "offer", "sdp": SDP})).unwrap();
         assert_eq!(applied_description_json(&d), description_json(&original));
-        assert_eq!(
-            description_json(&original),
-            serde_json::to_string(&original).unwrap()
-        );
+        assert_eq!(description_json(&original), serde_json::to_string(&original).unwrap());
     }
 
     #[test]
@@ -402,9 +354,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let cand = "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host"
-            .as_bytes()
-            .to_vec();
+        let cand = "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host".as_bytes().to_vec();
         for _ in 0..20_000 {
             let mut sdp = SDP.as_bytes().to_vec();
             let mut c = cand.clone();

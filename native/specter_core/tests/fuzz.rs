@@ -55,10 +55,7 @@ impl Rng {
 }
 
 fn iterations() -> usize {
-    std::env::var("FUZZ_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000)
+    std::env::var("FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000)
 }
 
 /// Applies 1..=4 random mutations to `buf`; `others` are splice partners.
@@ -74,9 +71,7 @@ fn mutate(rng: &mut Rng, buf: &mut Vec<u8>, others: &[&[u8]]) {
             // overwrite a byte, favouring the interesting values
             1 if len > 0 => {
                 let i = rng.below(len);
-                buf[i] = *[0u8, 1, 0x7f, 0x80, 0xff, rng.byte()]
-                    .get(rng.below(6))
-                    .unwrap_or(&0);
+                buf[i] = *[0u8, 1, 0x7f, 0x80, 0xff, rng.byte()].get(rng.below(6)).unwrap_or(&0);
             }
             // truncate
             2 => buf.truncate(rng.below(len + 1)),
@@ -120,9 +115,8 @@ fn mutate(rng: &mut Rng, buf: &mut Vec<u8>, others: &[&[u8]]) {
             // write a little-endian length field with an extreme value
             8 if len >= 4 => {
                 let at = rng.below(len - 3);
-                let v = *[0u32, 1, 0xff, 0xffff, 0x7fff_ffff, u32::MAX]
-                    .get(rng.below(6))
-                    .unwrap_or(&0);
+                let v =
+                    *[0u32, 1, 0xff, 0xffff, 0x7fff_ffff, u32::MAX].get(rng.below(6)).unwrap_or(&0);
                 buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
             }
             _ => {}
@@ -217,25 +211,17 @@ fn fuzz_session_descriptions() {
         }
         for (mid, kind) in signalling::media_kinds(&sdp) {
             assert!(sdp.contains(&format!("m={kind}")), "iteration {i}: {kind}");
-            assert!(
-                sdp.contains(&format!("a=mid:{mid}")),
-                "iteration {i}: {mid}"
-            );
+            assert!(sdp.contains(&format!("a=mid:{mid}")), "iteration {i}: {mid}");
         }
         if let Ok(desc) = &parsed {
             // Nothing accepted carries media without DTLS.
-            assert_eq!(
-                signalling::insecure_media_section(&desc.sdp),
-                None,
-                "iteration {i}"
-            );
+            assert_eq!(signalling::insecure_media_section(&desc.sdp), None, "iteration {i}");
         }
         if let Ok(desc) = parsed {
             // Round trip: the JSON Specter sends parses back to the same description.
-            for text in [
-                signalling::description_json(&desc),
-                signalling::applied_description_json(&desc),
-            ] {
+            for text in
+                [signalling::description_json(&desc), signalling::applied_description_json(&desc)]
+            {
                 let v: Value = serde_json::from_str(&text)
                     .unwrap_or_else(|e| panic!("iteration {i}: our own JSON: {e}"));
                 assert_eq!(v["type"], json!(typ), "iteration {i}");
@@ -269,11 +255,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
             let s: Vec<u8> = (0..rng.below(12)).map(|_| rng.byte()).collect();
             json!(String::from_utf8_lossy(&s))
         }
-        6 => Value::Array(
-            (0..rng.below(3))
-                .map(|_| random_value(rng, depth + 1))
-                .collect(),
-        ),
+        6 => Value::Array((0..rng.below(3)).map(|_| random_value(rng, depth + 1)).collect()),
         _ => {
             let mut m = serde_json::Map::new();
             m.insert("candidate".into(), random_value(rng, depth + 1));
@@ -315,11 +297,7 @@ fn fuzz_candidates() {
                 _ => drop(obj.insert(key.into(), good)),
             }
         }
-        let value = if rng.chance(20) {
-            random_value(&mut rng, 0)
-        } else {
-            Value::Object(obj)
-        };
+        let value = if rng.chance(20) { random_value(&mut rng, 0) } else { Value::Object(obj) };
         match signalling::parse_candidate(&value) {
             Ok(init) => {
                 // Round trip through the browser's JSON shape.
@@ -329,10 +307,7 @@ fn fuzz_candidates() {
                 assert_eq!(again, init, "iteration {i}");
                 // Every accepted non-empty candidate is one the ICE parser accepts.
                 if !init.candidate.is_empty() {
-                    let body = init
-                        .candidate
-                        .strip_prefix("candidate:")
-                        .unwrap_or(&init.candidate);
+                    let body = init.candidate.strip_prefix("candidate:").unwrap_or(&init.candidate);
                     assert!(
                         rtc::ice::candidate::unmarshal_candidate(body).is_ok(),
                         "iteration {i}"
@@ -419,11 +394,7 @@ fn h264() -> Vec<u8> {
     .iter()
     .enumerate()
     {
-        s.extend_from_slice(if i % 2 == 0 {
-            &[0, 0, 0, 1][..]
-        } else {
-            &[0, 0, 1]
-        });
+        s.extend_from_slice(if i % 2 == 0 { &[0, 0, 0, 1][..] } else { &[0, 0, 1] });
         s.extend_from_slice(nal);
     }
     s
@@ -432,12 +403,7 @@ fn h264() -> Vec<u8> {
 #[test]
 fn fuzz_media_files() {
     let mut rng = Rng::new(0x3ed_1a03);
-    let vp8 = ivf(
-        b"VP80",
-        &[(0, b"\x50\x02\x00key"), (1, b"a"), (3, b"bb")],
-        1,
-        30,
-    );
+    let vp8 = ivf(b"VP80", &[(0, b"\x50\x02\x00key"), (1, b"a"), (3, b"bb")], 1, 30);
     let vp9 = ivf(b"VP90", &[(0, b"x"), (3000, b"y"), (6000, b"z")], 1, 90_000);
     let av1 = ivf(b"AV01", &[(0, b"\x12\x00\x0a")], 1001, 30_000);
     let ogg = ogg_opus();
@@ -446,9 +412,7 @@ fn fuzz_media_files() {
     for i in 0..iterations() {
         let mut b = seeds[rng.below(seeds.len())].to_vec();
         mutate(&mut rng, &mut b, &seeds);
-        let fps = *[0u32, 1, 30, 240, u32::MAX]
-            .get(rng.below(5))
-            .unwrap_or(&30);
+        let fps = *[0u32, 1, 30, 240, u32::MAX].get(rng.below(5)).unwrap_or(&30);
         match media::parse(&b, fps) {
             Ok(file) => {
                 let data: usize = file.frames.iter().map(|f| f.data.len()).sum();
@@ -456,10 +420,7 @@ fn fuzz_media_files() {
                     "video/VP8" | "video/VP9" | "video/AV1" => {
                         assert!(b.starts_with(b"DKIF"), "iteration {i}");
                         assert!(!file.frames.is_empty(), "iteration {i}");
-                        assert!(
-                            32 + data + 12 * file.frames.len() <= b.len(),
-                            "iteration {i}"
-                        );
+                        assert!(32 + data + 12 * file.frames.len() <= b.len(), "iteration {i}");
                     }
                     "audio/opus" => {
                         assert!(!file.frames.is_empty(), "iteration {i}");
@@ -482,10 +443,7 @@ fn fuzz_media_files() {
                 }
             }
             Err(MediaError::UnknownFormat) => {
-                assert!(
-                    !b.starts_with(b"DKIF") && !b.starts_with(b"OggS"),
-                    "iteration {i}"
-                );
+                assert!(!b.starts_with(b"DKIF") && !b.starts_with(b"OggS"), "iteration {i}");
             }
             Err(MediaError::Malformed(_) | MediaError::UnsupportedCodec(_)) => {}
         }
@@ -518,18 +476,11 @@ fn rtp_seed(ext: bool, csrc: usize, padding: u8) -> Vec<u8> {
             csrc: (0..csrc as u32).collect(),
             ..Default::default()
         },
-        payload: vec![
-            0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00,
-        ]
-        .into(),
+        payload: vec![0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00].into(),
     };
     if ext {
-        p.header
-            .set_extension(1, bytes_of(&[0xaa]))
-            .expect("one-byte extension");
-        p.header
-            .set_extension(3, bytes_of(&[1, 2, 3]))
-            .expect("one-byte extension");
+        p.header.set_extension(1, bytes_of(&[0xaa])).expect("one-byte extension");
+        p.header.set_extension(3, bytes_of(&[1, 2, 3])).expect("one-byte extension");
     }
     let mut raw = p.marshal().expect("marshal seed").to_vec();
     if padding > 0 {
@@ -547,11 +498,7 @@ fn bytes_of(b: &[u8]) -> bytes::Bytes {
 #[test]
 fn fuzz_rtp_packets() {
     let mut rng = Rng::new(0x0e7_0004);
-    let seeds = [
-        rtp_seed(false, 0, 0),
-        rtp_seed(true, 2, 0),
-        rtp_seed(false, 1, 4),
-    ];
+    let seeds = [rtp_seed(false, 0, 0), rtp_seed(true, 2, 0), rtp_seed(false, 1, 4)];
     let refs: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
     for i in 0..iterations() {
         let mut b = refs[rng.below(refs.len())].to_vec();
@@ -604,25 +551,16 @@ fn rtcp_seeds() -> Vec<Vec<u8>> {
             reports: vec![report.clone(), report],
             ..Default::default()
         }),
-        Box::new(PictureLossIndication {
-            sender_ssrc: 3,
-            media_ssrc: 4,
-        }),
+        Box::new(PictureLossIndication { sender_ssrc: 3, media_ssrc: 4 }),
         Box::new(FullIntraRequest {
             sender_ssrc: 3,
             media_ssrc: 4,
-            fir: vec![FirEntry {
-                ssrc: 4,
-                sequence_number: 1,
-            }],
+            fir: vec![FirEntry { ssrc: 4, sequence_number: 1 }],
         }),
         Box::new(TransportLayerNack {
             sender_ssrc: 3,
             media_ssrc: 4,
-            nacks: vec![NackPair {
-                packet_id: 65_530,
-                lost_packets: 0b1010_0000_0000_0011,
-            }],
+            nacks: vec![NackPair { packet_id: 65_530, lost_packets: 0b1010_0000_0000_0011 }],
         }),
         Box::new(ReceiverEstimatedMaximumBitrate {
             sender_ssrc: 3,
@@ -630,10 +568,8 @@ fn rtcp_seeds() -> Vec<Vec<u8>> {
             ssrcs: vec![4, 5],
         }),
     ];
-    let mut seeds: Vec<Vec<u8>> = packets
-        .iter()
-        .map(|p| p.marshal().expect("marshal rtcp seed").to_vec())
-        .collect();
+    let mut seeds: Vec<Vec<u8>> =
+        packets.iter().map(|p| p.marshal().expect("marshal rtcp seed").to_vec()).collect();
     seeds.push(rtcp::packet::marshal(&packets).expect("compound").to_vec());
     seeds
 }
@@ -667,9 +603,8 @@ fn fuzz_rtcp_packets() {
             // Round trip: a packet that marshals again describes the same.
             if let Ok(raw) = p.marshal() {
                 if let Ok(again) = rtcp::packet::unmarshal(&mut &raw[..]) {
-                    let first = again
-                        .first()
-                        .and_then(|q| specter_core::rtcp::describe(q.as_ref()));
+                    let first =
+                        again.first().and_then(|q| specter_core::rtcp::describe(q.as_ref()));
                     if info.is_some() && again.len() == 1 {
                         assert_eq!(first, info, "iteration {i}");
                     }
@@ -719,10 +654,7 @@ fn fuzz_seq_window_against_a_model() {
     let mut rng = Rng::new(0x5e9_0006);
     for i in 0..(iterations() / 100).max(1) {
         let mut w = SeqWindow::new();
-        let mut model = SeqModel {
-            highest: None,
-            seen: HashSet::new(),
-        };
+        let mut model = SeqModel { highest: None, seen: HashSet::new() };
         let mut seq: u16 = rng.next() as u16;
         for step in 0..1_000 {
             // Mostly in order with reordering, duplicates, jumps and wraps.
@@ -814,11 +746,7 @@ fn fuzz_ivf_recorder() {
                 }
             }
             written = rec.frames();
-            ts = ts.wrapping_add(if rng.chance(30) {
-                rng.next() as u32
-            } else {
-                3000
-            });
+            ts = ts.wrapping_add(if rng.chance(30) { rng.next() as u32 } else { 3000 });
         }
         rec.close().expect("close");
         assert_eq!(written, rec.frames());
@@ -869,11 +797,7 @@ fn fuzz_repair_ogg_tail() {
     let mut fixed = broken.clone();
     assert!(repair_ogg_tail(&mut fixed));
     assert_eq!(fixed.len(), broken.len() - last.len());
-    assert_eq!(
-        &fixed[fixed.len() - eos.len()..],
-        &eos[..],
-        "the end-of-stream page stays"
-    );
+    assert_eq!(&fixed[fixed.len() - eos.len()..], &eos[..], "the end-of-stream page stays");
     assert!(!repair_ogg_tail(&mut fixed), "repair is idempotent");
     let seeds: Vec<&[u8]> = vec![&base, &broken];
     for i in 0..iterations() {
@@ -913,11 +837,8 @@ fn fuzz_webrtc_rs_writers_through_the_guard() {
     let mut ogg = OggWriter::new(Shared::default(), 48_000, 2).expect("ogg header");
     let mut refused = 0usize;
     for i in 0..iterations() {
-        let (refs, writer): (&[&[u8]], &mut dyn Writer) = if rng.chance(2) {
-            (&h_refs, &mut h264)
-        } else {
-            (&o_refs, &mut ogg)
-        };
+        let (refs, writer): (&[&[u8]], &mut dyn Writer) =
+            if rng.chance(2) { (&h_refs, &mut h264) } else { (&o_refs, &mut ogg) };
         let mut payload = refs[rng.below(refs.len())].to_vec();
         mutate(&mut rng, &mut payload, refs);
         let pkt = rtp::Packet {
@@ -939,10 +860,7 @@ fn fuzz_webrtc_rs_writers_through_the_guard() {
         payload: bytes::Bytes::from_static(&[0x67, 0x42, 0x00, 0x1f]),
     };
     assert!(guard_parser(|| h264.write_rtp(&good)).is_ok());
-    assert!(
-        refused < iterations(),
-        "everything refused: the seeds are wrong"
-    );
+    assert!(refused < iterations(), "everything refused: the seeds are wrong");
     h264.close().expect("close h264");
     ogg.close().expect("close ogg");
 }

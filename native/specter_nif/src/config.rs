@@ -70,6 +70,8 @@ pub struct Config {
     pub data_channel_send_buffer_limit: usize,
     pub data_channel_active: ActiveSetting,
     pub data_channel_receive_buffer: usize,
+    /// SCTP receive window of each connection, bytes.
+    pub sctp_receive_buffer: u32,
 }
 
 impl Config {
@@ -122,7 +124,8 @@ impl Config {
             .with_ice_connection_attempts(
                 ms(self.ice_check_interval),
                 self.ice_max_binding_requests,
-            );
+            )
+            .with_sctp_max_receive_buffer_size(self.sctp_receive_buffer);
         if self.ice_disconnected_timeout.is_some()
             || self.ice_failed_timeout.is_some()
             || self.ice_keepalive_interval.is_some()

@@ -183,6 +183,12 @@ struct RuntimeInfo {
     refused_resolutions: u64,
     nudges: u64,
     replayed_checks: u64,
+    datagrams_sent: u64,
+    datagrams_received: u64,
+    driver_sleeps_fired_10ms: u64,
+    driver_sleeps_fired_100ms: u64,
+    driver_sleeps_fired_1s: u64,
+    driver_sleep_fired_ms: u64,
 }
 
 #[rustler::nif]
@@ -197,6 +203,12 @@ fn runtime_info() -> Answer<(Atom, RuntimeInfo)> {
             refused_resolutions: runtime::REFUSED_RESOLUTIONS.load(Relaxed),
             nudges: runtime::NUDGES.load(Relaxed),
             replayed_checks: runtime::REPLAYED_CHECKS.load(Relaxed),
+            datagrams_sent: runtime::DATAGRAMS_SENT.load(Relaxed),
+            datagrams_received: runtime::DATAGRAMS_RECEIVED.load(Relaxed),
+            driver_sleeps_fired_10ms: runtime::SLEEPS_FIRED[0].load(Relaxed),
+            driver_sleeps_fired_100ms: runtime::SLEEPS_FIRED[1].load(Relaxed),
+            driver_sleeps_fired_1s: runtime::SLEEPS_FIRED[2].load(Relaxed),
+            driver_sleep_fired_ms: runtime::SLEEPS_FIRED_MS.load(Relaxed),
         };
         Ok((atoms::ok(), info))
     })

@@ -8,6 +8,7 @@ defmodule Specter.Signalling.ServerTest do
   doctest Specter.Signalling.Server
 
   @ip {127, 0, 0, 1}
+  @sorry "<html><body>Sorry, not yet implemented</body></html>"
 
   setup context do
     opts = [port: 0, ip: @ip, read_timeout: 500] ++ Map.get(context, :server_opts, [])
@@ -187,18 +188,36 @@ defmodule Specter.Signalling.ServerTest do
     alice = sign_in(port, "alice")
     assert {"200 OK", _, ""} = get(port, "/sign_out?peer_id=#{alice}")
     assert Server.members(server) == []
-    assert {"500 Error", _, "Peer most likely gone."} = get(port, "/wait?peer_id=#{alice}")
-    assert {"500 Error", _, _} = get(port, "/sign_out?peer_id=#{alice}")
+    assert {"500 Sorry", _, @sorry} = get(port, "/wait?peer_id=#{alice}")
+    assert {"500 Sorry", _, @sorry} = get(port, "/sign_out?peer_id=#{alice}")
   end
 
-  test "unknown or malformed ids get 500 Error, like peerconnection_server", %{port: port} do
+  # peerconnection_server attributes a GET /wait or /sign_out to a member by its peer_id;
+  # one it cannot attribute falls through to its browser-request handler, which answers
+  # `500 Sorry` (text/html). A POST /message with a body it cannot attribute or route gets
+  # `500 Error`, "Peer most likely gone.".
+  test "unknown or malformed ids: 500 Sorry for waits and sign-outs, 500 Error for messages, like peerconnection_server",
+       %{port: port} do
     alice = sign_in(port, "alice")
     gone = {"500 Error", "Peer most likely gone."}
 
-    for target <- ["/wait?peer_id=99", "/wait", "/wait?peer_id=abc", "/sign_out?peer_id=-1"] do
-      assert {status, _, body} = get(port, target)
-      assert {status, body} == gone, target
+    for target <- [
+          "/wait?peer_id=99",
+          "/wait",
+          "/wait?peer_id=abc",
+          "/sign_out?peer_id=-1",
+          "/sign_out?peer_id=99",
+          "/sign_out"
+        ] do
+      assert {status, headers, body} = get(port, target)
+      assert {status, headers["Content-Type"], body} == {"500 Sorry", "text/html", @sorry}, target
     end
+
+    # the member is still there and its own waits still work
+    sock = open_wait(port, alice)
+    bob = sign_in(port, "bob")
+    assert {"200 OK", %{"Pragma" => ^alice}, body} = read_all(sock)
+    assert body == "bob,#{bob},1\n"
 
     for target <- [
           "/message?peer_id=99&to=#{alice}",
@@ -267,6 +286,21 @@ defmodule Specter.Signalling.ServerTest do
       assert headers["Access-Control-Allow-Origin"] == "*"
       assert headers["Connection"] == "close"
     end
+  end
+
+  # The asterisk form (RFC 9112 §3.2.4): peerconnection_server answers any OPTIONS with
+  # 200, an empty body and its CORS headers.
+  test "OPTIONS * answers 200 with the CORS headers, like peerconnection_server", %{port: port} do
+    for request <- ["OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "OPTIONS * HTTP/1.0\r\n\r\n"] do
+      assert {"200 OK", headers, ""} = raw(port, request)
+      assert headers["Access-Control-Allow-Origin"] == "*"
+      assert headers["Access-Control-Allow-Methods"] == "POST, GET, OPTIONS"
+      assert headers["Connection"] == "close"
+      refute Map.has_key?(headers, "Content-Type")
+    end
+
+    # another method with the asterisk form is a request the original cannot attribute
+    assert {"500 Sorry", _, @sorry} = raw(port, "GET * HTTP/1.1\r\n\r\n")
   end
 
   test "keep-alive requests are answered with Connection: close and closed", %{port: port} do

@@ -14,8 +14,8 @@ defmodule Specter.Signalling.Server.Connection do
   | body larger than `:max_body` | `413 Payload Too Large` |
   | headers over 16 KiB or more than 100 header lines | `431 Request Header Fields Too Large` |
   | known path, wrong method | `405 Method Not Allowed` |
-  | unknown or missing `peer_id` / `to` | `500 Error` (as `peerconnection_server`) |
-  | unknown path | `500 Sorry` (as `peerconnection_server`) |
+  | `POST /message` with an unknown or missing `peer_id` / `to` | `500 Error`, "Peer most likely gone." (as `peerconnection_server`) |
+  | `/wait` or `/sign_out` with an unknown or missing `peer_id`, an unknown path | `500 Sorry` (as `peerconnection_server`, which answers any request it cannot attribute to a member so) |
   | recipient's queue full | `503 Service Unavailable` |
   """
 
@@ -108,6 +108,8 @@ defmodule Specter.Signalling.Server.Connection do
   end
 
   defp target({:abs_path, target}), do: {:ok, target}
+  # The asterisk form (`OPTIONS * HTTP/1.1`), which `decode_packet` gives as an atom.
+  defp target(:*), do: {:ok, "*"}
   defp target({:absoluteURI, _scheme, _host, _port, target}), do: {:ok, target}
   defp target(_), do: :error
 
@@ -186,7 +188,7 @@ defmodule Specter.Signalling.Server.Connection do
          :ok <- Channel.wait(channel, id) do
       wait(sock, channel)
     else
-      _ -> gone(sock)
+      _ -> sorry(sock)
     end
   end
 
@@ -195,7 +197,7 @@ defmodule Specter.Signalling.Server.Connection do
          :ok <- Channel.sign_out(channel, id) do
       send_and_close(sock, "200 OK", "text/plain", [], "", false)
     else
-      _ -> gone(sock)
+      _ -> sorry(sock)
     end
   end
 
@@ -249,7 +251,10 @@ defmodule Specter.Signalling.Server.Connection do
     )
   end
 
-  defp handle(_request, sock, _channel) do
+  defp handle(_request, sock, _channel), do: sorry(sock)
+
+  # What peerconnection_server answers a request it cannot attribute to a member.
+  defp sorry(sock) do
     send_and_close(
       sock,
       "500 Sorry",
