@@ -6,6 +6,7 @@ defmodule Bench do
     IO.puts("# #{title}")
     IO.puts("command: #{command}")
     IO.puts("machine: #{machine()}")
+    IO.puts("date: #{DateTime.utc_now() |> DateTime.truncate(:second)}, load average #{load()}")
     IO.puts("")
   end
 
@@ -20,6 +21,14 @@ defmodule Bench do
 
     "#{String.trim(cpu)}, #{System.schedulers_online()} schedulers, " <>
       "Elixir #{System.version()}, OTP #{System.otp_release()}, webrtc-rs 0.21.1, commit #{commit}"
+  end
+
+  @doc "The 1, 5 and 15 minute load averages (other work on the machine skews timings)."
+  def load do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
+      _ -> "unknown"
+    end
   end
 
   def percentile([], _p), do: nil
