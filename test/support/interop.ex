@@ -21,6 +21,29 @@ defmodule Specter.Interop do
 
   @type ice :: :trickle | :non_trickle
 
+  @doc """
+  What every interop test module starts with (the `*_cases.ex` modules' `__using__`):
+  `ExUnit.Case` (not async: the tests measure runtime-wide counters), the `:browser` tag and
+  the browser's own (`:chromium`, `:firefox`), a timeout, `@name` (the browser's display
+  name, for test names) and the `Interop` alias.
+  """
+  defmacro __using__(opts) do
+    kind = Keyword.fetch!(opts, :browser)
+    timeout = Keyword.get(opts, :timeout, 120_000)
+
+    quote do
+      use ExUnit.Case, async: false
+
+      alias Specter.Interop
+
+      @moduletag :browser
+      @moduletag unquote(kind)
+      @moduletag timeout: unquote(timeout)
+
+      @name Specter.Browser.name(unquote(kind))
+    end
+  end
+
   ## The browser and its page
 
   @doc """

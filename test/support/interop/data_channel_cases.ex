@@ -21,16 +21,9 @@ defmodule Specter.Interop.DataChannelCases do
     kind = Keyword.fetch!(opts, :browser)
 
     quote location: :keep do
-      use ExUnit.Case, async: false
+      use Specter.Interop, browser: unquote(kind)
 
-      alias Specter.Interop
       alias Specter.Interop.DataChannelCases, as: Cases
-
-      @moduletag :browser
-      @moduletag unquote(kind)
-      @moduletag timeout: 120_000
-
-      @name Specter.Browser.name(unquote(kind))
 
       setup_all do
         %{kind: unquote(kind), browser: Interop.start_browser!(unquote(kind))}

@@ -62,16 +62,9 @@ defmodule Specter.Interop.MediaCases do
     h264? = Keyword.get(opts, :h264, false)
 
     quote location: :keep do
-      use ExUnit.Case, async: false
+      use Specter.Interop, browser: unquote(kind)
 
-      alias Specter.Interop
       alias Specter.Interop.MediaCases, as: Cases
-
-      @moduletag :browser
-      @moduletag unquote(kind)
-      @moduletag timeout: 120_000
-
-      @name Specter.Browser.name(unquote(kind))
 
       setup_all do
         {dir, files} = Cases.media_files!()

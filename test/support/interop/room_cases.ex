@@ -20,14 +20,9 @@ defmodule Specter.Interop.RoomCases do
     kind = Keyword.fetch!(opts, :browser)
 
     quote location: :keep do
-      use ExUnit.Case, async: false
+      use Specter.Interop, browser: unquote(kind), timeout: 180_000
 
-      alias Specter.Interop
       alias Specter.Interop.RoomCases, as: Cases
-
-      @moduletag :browser
-      @moduletag unquote(kind)
-      @moduletag timeout: 180_000
 
       setup_all do
         %{
