@@ -1,6 +1,8 @@
 defmodule Specter.Browser do
   @moduledoc false
-  # A headless Chromium (Debian's `chromium`, driven by Playwright) for interop tests.
+  # A headless browser for interop tests: Debian's Chromium (`chromium`, driven by
+  # Playwright) or Debian's Firefox ESR (`firefox-esr`, driven by Puppeteer over WebDriver
+  # BiDi), chosen by `start_link(browser: :chromium | :firefox)` (default Chromium).
   #
   # A GenServer owns a Port to `node test/interop/js/driver.js` and speaks newline-delimited
   # JSON with it: `call/4` runs `window.specterTest.<fun>(...args)` in the page
@@ -9,10 +11,10 @@ defmodule Specter.Browser do
   # given to `open_page/2` as `{:browser, event}`, `event` being the decoded JSON map
   # (string keys), e.g. `%{"type" => "message", "label" => "chat", "kind" => "text", ...}`.
   #
-  # The driver closes Chromium when its stdin closes, so the browser goes away with this
-  # process (or with the VM). Setup: `scripts/setup chromium` and `npm ci --prefix
-  # test/interop/js` (`scripts/test` does both). `SPECTER_CHROMIUM` names another Chromium
-  # binary; see test/interop/README.md for debugging switches.
+  # The driver closes the browser when its stdin closes, so the browser goes away with this
+  # process (or with the VM). Setup: `scripts/setup chromium firefox-esr` and `npm ci
+  # --prefix test/interop/js` (`scripts/test` does both). `SPECTER_CHROMIUM` and
+  # `SPECTER_FIREFOX` name other binaries; see test/interop/README.md for debugging switches.
 
   use GenServer
 
@@ -20,7 +22,22 @@ defmodule Specter.Browser do
 
   @js_dir Path.expand("../interop/js", __DIR__)
   @driver Path.join(@js_dir, "driver.js")
-  @chromium "/usr/lib/chromium/chromium"
+  @browsers %{
+    chromium: %{
+      name: "Chromium",
+      env: "SPECTER_CHROMIUM",
+      executable: "/usr/lib/chromium/chromium",
+      package: "chromium",
+      module: "playwright-core"
+    },
+    firefox: %{
+      name: "Firefox",
+      env: "SPECTER_FIREFOX",
+      executable: "/usr/lib/firefox-esr/firefox-esr",
+      package: "firefox-esr",
+      module: "puppeteer-core"
+    }
+  }
   @launch_timeout 60_000
   @ready_timeout 45_000
   @quit_timeout 15_000
@@ -31,27 +48,42 @@ defmodule Specter.Browser do
     %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, shutdown: @quit_timeout + 5_000}
   end
 
-  @doc "Starts node, the driver and Chromium; returns once Chromium is up."
+  @doc """
+  Starts node, the driver and the browser; returns once the browser is up. Options:
+  `browser: :chromium | :firefox` (default `:chromium`). Fails (the caller's test with it)
+  when the browser cannot be launched.
+  """
   def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, timeout: @launch_timeout)
 
-  @doc "What is missing to run browser tests, or `:ok`."
-  def check_setup do
+  @doc "The browsers this module can drive."
+  def browsers, do: Map.keys(@browsers)
+
+  @doc "A browser's display name: `\"Chromium\"`, `\"Firefox\"`."
+  def name(kind), do: Map.fetch!(@browsers, kind).name
+
+  @doc "What is missing to run browser tests with `kind`, or `:ok`."
+  def check_setup(kind \\ :chromium) do
+    %{package: package, module: module} = Map.fetch!(@browsers, kind)
+
     cond do
       System.find_executable("node") == nil ->
         {:error, "node is not installed"}
 
-      not File.exists?(chromium()) ->
-        {:error, "#{chromium()} is missing (scripts/setup chromium)"}
+      not File.exists?(executable(kind)) ->
+        {:error, "#{executable(kind)} is missing (scripts/setup #{package})"}
 
-      not File.dir?(Path.join(@js_dir, "node_modules/playwright-core")) ->
-        {:error, no_modules()}
+      not File.dir?(Path.join(@js_dir, "node_modules/#{module}")) ->
+        {:error, "#{module} is not installed in #{@js_dir} (npm ci --prefix test/interop/js)"}
 
       true ->
         :ok
     end
   end
 
-  @doc "Chromium's version and the page's URL, as the driver reported them at start."
+  @doc """
+  The browser's kind (`"chromium"`, `"firefox"`), version and the page's URL, as the driver
+  reported them at start.
+  """
   def info(browser), do: GenServer.call(browser, :info)
 
   @doc """
@@ -108,8 +140,8 @@ defmodule Specter.Browser do
 
   @doc """
   True for an ICE candidate (`RTCIceCandidateInit` map or its `candidate` string) whose
-  connection address is 127.0.0.1. Chromium also gathers candidates on the machine's other
-  addresses; only these may be given to Specter.
+  connection address is 127.0.0.1. Chromium and Firefox also gather candidates on the
+  machine's other addresses and on ::1; only these may be given to Specter.
   """
   def loopback_candidate?(%{"candidate" => candidate}), do: loopback_candidate?(candidate)
 
@@ -139,16 +171,16 @@ defmodule Specter.Browser do
     GenServer.call(browser, {:command, message, timeout}, timeout + 1_000)
   end
 
-  defp chromium, do: System.get_env("SPECTER_CHROMIUM") || @chromium
-
-  defp no_modules,
-    do: "playwright-core is not installed in #{@js_dir} (npm ci --prefix test/interop/js)"
+  defp executable(kind) do
+    %{env: env, executable: default} = Map.fetch!(@browsers, kind)
+    System.get_env(env) || default
+  end
 
   ## ICE between Specter and the page
 
   @doc """
   Trickles ICE both ways until both sides report `connected`. Specter's candidates (all on
-  127.0.0.1) go to Chromium, with its end-of-candidates; of Chromium's, only those on
+  127.0.0.1) go to the browser, with its end-of-candidates; of the browser's, only those on
   127.0.0.1 go to Specter, and every one of them must be accepted (ExUnit assertions).
   """
   def relay_ice_until_connected!(specter, pc, browser, wait \\ 10_000) do
@@ -158,7 +190,7 @@ defmodule Specter.Browser do
 
     # Every candidate given to Specter was accepted.
     acc = await_accepted(pc, deadline, acc)
-    assert acc.forwarded >= 1, "Chromium offered no 127.0.0.1 candidate"
+    assert acc.forwarded >= 1, "the browser offered no 127.0.0.1 candidate"
     assert acc.accepted == acc.forwarded
     acc
   end
@@ -184,7 +216,8 @@ defmodule Specter.Browser do
           :ok = Specter.PeerConnection.add_ice_candidate(specter, pc, candidate)
           relay(specter, pc, browser, deadline, %{acc | forwarded: acc.forwarded + 1})
         else
-          # Chromium's other addresses and its end-of-candidates (null) are not forwarded.
+          # The browser's other addresses and its end-of-candidates (null, and Firefox's
+          # "" per m-line) are not forwarded.
           relay(specter, pc, browser, deadline, %{acc | dropped: [candidate | acc.dropped]})
         end
 
@@ -192,7 +225,7 @@ defmodule Specter.Browser do
         relay(specter, pc, browser, deadline, %{acc | accepted: acc.accepted + 1})
 
       {:add_ice_candidate_error, ^pc, reason} ->
-        flunk("Specter refused a 127.0.0.1 candidate from Chromium: #{inspect(reason)}")
+        flunk("Specter refused a 127.0.0.1 candidate from the browser: #{inspect(reason)}")
 
       {:connection_state_change, ^pc, :connected} ->
         relay(specter, pc, browser, deadline, %{acc | specter: true})
@@ -205,12 +238,12 @@ defmodule Specter.Browser do
 
       {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => state}}
       when state in ["failed", "closed"] ->
-        flunk("Chromium's connection became #{state}")
+        flunk("the browser's connection became #{state}")
     after
       remaining ->
         flunk("""
         not connected in time: #{inspect(Map.delete(acc, :dropped))}
-        Chromium: #{inspect(diagnostics(browser))}
+        browser: #{inspect(diagnostics(browser))}
         """)
     end
   end
@@ -225,10 +258,64 @@ defmodule Specter.Browser do
         await_accepted(pc, deadline, %{acc | accepted: acc.accepted + 1})
 
       {:add_ice_candidate_error, ^pc, reason} ->
-        flunk("Specter refused a 127.0.0.1 candidate from Chromium: #{inspect(reason)}")
+        flunk("Specter refused a 127.0.0.1 candidate from the browser: #{inspect(reason)}")
     after
       remaining -> flunk("Specter did not answer add_ice_candidate: #{inspect(acc)}")
     end
+  end
+
+  @doc """
+  Waits until both sides report `connected` when ICE travelled in the descriptions
+  (non-trickle): nothing is relayed, and candidates either side still announces are ignored.
+  """
+  def await_connected!(pc, browser, wait \\ 10_000) do
+    await_connected(pc, browser, System.monotonic_time(:millisecond) + wait, %{
+      specter: false,
+      browser: false
+    })
+  end
+
+  defp await_connected(_pc, _browser, _deadline, %{specter: true, browser: true} = acc), do: acc
+
+  defp await_connected(pc, browser, deadline, acc) do
+    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {:connection_state_change, ^pc, :connected} ->
+        await_connected(pc, browser, deadline, %{acc | specter: true})
+
+      {:connection_state_change, ^pc, state} when state in [:failed, :closed] ->
+        flunk("Specter's connection became #{state}")
+
+      {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => "connected"}} ->
+        await_connected(pc, browser, deadline, %{acc | browser: true})
+
+      {:browser, %{"type" => "connection_state", "pc" => "pc", "state" => state}}
+      when state in ["failed", "closed"] ->
+        flunk("the browser's connection became #{state}")
+    after
+      remaining ->
+        flunk("""
+        not connected in time (non-trickle): #{inspect(acc)}
+        browser: #{inspect(diagnostics(browser))}
+        """)
+    end
+  end
+
+  @doc """
+  The browser's local description once its ICE gathering is complete, with only its
+  127.0.0.1 candidates (there must be one): what it sends when it does not trickle.
+  """
+  def gathered_description!(browser, wait \\ 10_000) do
+    description =
+      browser
+      |> call!("gatheredDescription", ["pc", wait], wait + 1_000)
+      |> loopback_only_sdp()
+
+    assert description["sdp"] =~ ~r/^a=candidate:\S+ 1 UDP \d+ 127\.0\.0\.1 /mi,
+           "no 127.0.0.1 candidate in the browser's description: #{description["sdp"]}"
+
+    description
   end
 
   defp decode_json!(json) do
@@ -239,11 +326,12 @@ defmodule Specter.Browser do
   ## Server
 
   @impl true
-  def init(_opts) do
+  def init(opts) do
     Process.flag(:trap_exit, true)
+    kind = Keyword.get(opts, :browser, :chromium)
 
-    with :ok <- check_setup(),
-         port = open_port(),
+    with :ok <- check_setup(kind),
+         port = open_port(kind),
          {:ok, ready, buffer} <- await_ready(port, "") do
       {:ok,
        %{
@@ -260,7 +348,11 @@ defmodule Specter.Browser do
     end
   end
 
-  defp open_port do
+  defp open_port(kind) do
+    env =
+      for {k, %{env: var}} <- @browsers,
+          do: {String.to_charlist(var), String.to_charlist(executable(k))}
+
     Port.open({:spawn_executable, System.find_executable("node")}, [
       :binary,
       :exit_status,
@@ -269,7 +361,7 @@ defmodule Specter.Browser do
       {:line, 65_536},
       {:args, [@driver]},
       {:cd, @js_dir},
-      {:env, [{~c"SPECTER_CHROMIUM", String.to_charlist(chromium())}]}
+      {:env, [{~c"SPECTER_BROWSER", Atom.to_charlist(kind)} | env]}
     ])
   end
 

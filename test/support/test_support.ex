@@ -101,13 +101,13 @@ defmodule Specter.TestSupport do
     n
   end
 
-  @doc "Polls `fun` every 20 ms until it returns true or `timeout` ms pass; returns the last result."
-  def eventually(fun, timeout \\ 5_000) do
+  @doc "Polls `fun` every `interval` ms until it returns true or `timeout` ms pass; returns the last result."
+  def eventually(fun, timeout \\ 5_000, interval \\ 20) do
     deadline = System.monotonic_time(:millisecond) + timeout
-    poll(fun, deadline)
+    poll(fun, deadline, interval)
   end
 
-  defp poll(fun, deadline) do
+  defp poll(fun, deadline, interval) do
     cond do
       fun.() ->
         true
@@ -116,8 +116,8 @@ defmodule Specter.TestSupport do
         false
 
       true ->
-        Process.sleep(20)
-        poll(fun, deadline)
+        Process.sleep(interval)
+        poll(fun, deadline, interval)
     end
   end
 

@@ -1,6 +1,7 @@
 // The browser side of Specter's interop tests. Runs in a page served from 127.0.0.1 by
 // driver.js; the driver calls `window.specterTest.<name>(...args)` for each command from
-// Elixir and `window.specterEmit(event)` (a Playwright binding) carries events back.
+// Elixir and `window.specterEmit(event)` (a Playwright binding in Chromium, a Puppeteer
+// exposed function in Firefox) carries events back. The same page runs in both browsers.
 //
 // Peer connections are named by the test ("pc"); data channels by their label, which the
 // tests keep unique within a page. Binary payloads travel as base64 in both directions.
@@ -13,6 +14,8 @@
   const localStreams = [];
   // <video>/<audio> elements playing the remote tracks, by track id.
   const sinks = new Map();
+  // Frames each <video> sink presented (requestVideoFrameCallback), by track id.
+  const presented = new Map();
 
   const emit = (event) => {
     // Never let a failing binding break a WebRTC callback.
@@ -102,6 +105,15 @@
     element.srcObject = new MediaStream([track]);
     document.body.appendChild(element);
     sinks.set(track.id, element);
+    if (track.kind === "video" && "requestVideoFrameCallback" in element) {
+      presented.set(track.id, 0);
+      const onFrame = () => {
+        if (!sinks.has(track.id)) return;
+        presented.set(track.id, presented.get(track.id) + 1);
+        element.requestVideoFrameCallback(onFrame);
+      };
+      element.requestVideoFrameCallback(onFrame);
+    }
     element.play().catch((err) =>
       emit({ type: "play_error", pc: pcName, kind: track.kind, message: String(err) }),
     );
@@ -142,12 +154,15 @@
 
   window.specterTest = {
     // Camera and microphone permission (fake devices, no prompt) is what makes Chromium
-    // offer its 127.0.0.1 candidate under --allow-loopback-in-peer-connection. Only the
-    // permission matters: the tracks are stopped at once.
-    async grantMediaPermission() {
+    // offer its 127.0.0.1 candidate under --allow-loopback-in-peer-connection: there only
+    // the permission matters and the tracks are stopped at once. Firefox (with
+    // media.peerconnection.ice.loopback) gathers on 127.0.0.1 only while the page is
+    // capturing: with `keep`, the stream runs until closeAll.
+    async grantMediaPermission(keep) {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
       const kinds = stream.getTracks().map((t) => t.kind).sort();
-      stream.getTracks().forEach((t) => t.stop());
+      if (keep) localStreams.push(stream);
+      else stream.getTracks().forEach((t) => t.stop());
       return kinds;
     },
 
@@ -160,6 +175,8 @@
         emit({ type: "ice_candidate", pc: name, candidate: e.candidate ? e.candidate.toJSON() : null });
       pc.onconnectionstatechange = () =>
         emit({ type: "connection_state", pc: name, state: pc.connectionState });
+      pc.onicegatheringstatechange = () =>
+        emit({ type: "gathering_state", pc: name, state: pc.iceGatheringState });
       pc.ondatachannel = (e) => emit({ type: "datachannel", pc: name, ...wire(name, e.channel) });
       pc.ontrack = (e) => onTrack(name, e);
       return true;
@@ -196,6 +213,28 @@
     async setRemoteDescription(pcName, description) {
       await getPc(pcName).setRemoteDescription(description);
       return true;
+    },
+
+    // The local description once ICE gathering is complete, with every candidate in it: what
+    // a peer that does not trickle sends (after setLocalDescription).
+    async gatheredDescription(pcName, timeoutMs) {
+      const pc = getPc(pcName);
+      if (!pc.localDescription) throw new Error("no local description yet");
+      if (pc.iceGatheringState !== "complete") {
+        await new Promise((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`ICE gathering not complete: ${pc.iceGatheringState}`)),
+            timeoutMs || 10_000,
+          );
+          pc.addEventListener("icegatheringstatechange", () => {
+            if (pc.iceGatheringState === "complete") {
+              clearTimeout(timer);
+              resolve();
+            }
+          });
+        });
+      }
+      return plainDescription(pc.localDescription);
     },
 
     // `null` is the remote's end-of-candidates.
@@ -293,6 +332,7 @@
         currentTime: el.currentTime,
         videoWidth: el.videoWidth === undefined ? null : el.videoWidth,
         videoHeight: el.videoHeight === undefined ? null : el.videoHeight,
+        framesPresented: presented.has(trackId) ? presented.get(trackId) : null,
       };
     },
 
@@ -341,6 +381,7 @@
         el.remove();
       }
       sinks.clear();
+      presented.clear();
       return true;
     },
   };

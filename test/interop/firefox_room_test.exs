@@ -1,0 +1,5 @@
+defmodule Specter.Interop.FirefoxRoomTest do
+  # Two headless Firefox participants and an Elixir one in a Specter.Room (the /room page):
+  # the test is in test/support/interop/room_cases.ex, shared by both browsers.
+  use Specter.Interop.RoomCases, browser: :firefox
+end
