@@ -407,7 +407,9 @@ defmodule Specter.Interop.MediaCases do
 
     dir = Path.join(System.tmp_dir!(), "specter-media-#{System.unique_integer([:positive])}")
     File.mkdir_p!(dir)
-    ExUnit.Callbacks.on_exit(fn -> File.rm_rf!(dir) end)
+
+    unless System.get_env("SPECTER_KEEP_MEDIA"),
+      do: ExUnit.Callbacks.on_exit(fn -> File.rm_rf!(dir) end)
 
     testsrc = ~w(-f lavfi -i testsrc=size=#{@file_width}x#{@file_height}:rate=#{@file_fps}
                  -frames:v #{@file_frames})
@@ -723,8 +725,13 @@ defmodule Specter.Interop.MediaCases do
 
   # A file ffmpeg decodes without an error: its frame count (ffprobe).
   def assert_valid_media!(path) do
+    # Every frame decoded at its own timestamp (RTP timing, variable frame rate): without
+    # passthrough ffmpeg re-times the frames to a constant rate and reports frames that
+    # round to the same slot, which Firefox's jittered capture times produce.
     {out, status} =
-      System.cmd("ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-f", "null", "-"],
+      System.cmd(
+        "ffmpeg",
+        ~w(-nostdin -v error -i #{path} -fps_mode passthrough -enc_time_base -1 -f null -),
         stderr_to_stdout: true
       )
 
