@@ -159,16 +159,18 @@ defmodule Specter.Interop.MediaCases do
     recorded_ms = now() - since
 
     # The files decode without an error and hold what the browser sent while they were
-    # recorded: about 30 video frames and 50 Opus packets a second (ffprobe), every
-    # frame and packet the browser counts sent (give or take those in flight).
+    # recorded: every frame and packet the browser counts sent (give or take those in
+    # flight; checked below), about 50 Opus packets a second (ffprobe) and up to 30 video
+    # frames a second. The camera's rate is the browser's: its encoder drops frames when
+    # the machine is busy (67 of 90 seen with two browsers and a build sharing 2 cores), so
+    # only half the nominal rate is required of it.
     video_frames = assert_valid_media!(finished.video.path)
     audio_frames = assert_valid_media!(finished.audio.path)
 
-    assert_count!(
-      video_frames,
-      recorded_ms * @camera_fps / 1000,
-      "video frames in the IVF file"
-    )
+    nominal = recorded_ms * @camera_fps / 1000
+
+    assert video_frames >= nominal * 0.5 and video_frames <= nominal * 1.25,
+           "video frames in the IVF file: #{video_frames}, expected up to about #{round(nominal)}"
 
     assert_count!(audio_frames, recorded_ms / 20, "Opus frames in the Ogg file")
 
