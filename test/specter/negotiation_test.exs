@@ -144,6 +144,41 @@ defmodule Specter.NegotiationTest do
     end
   end
 
+  describe "trickled candidates of other transports" do
+    test "candidates of other m-lines and of component 2 are ignored", %{specter: specter} do
+      a = new_pc!(specter)
+      b = new_pc!(specter)
+      :ok = PeerConnection.add_transceiver_from_kind(specter, a, :audio)
+      :ok = PeerConnection.add_transceiver_from_kind(specter, a, :video)
+      {:ok, _} = DataChannel.create(specter, a, "chat")
+      {offer, _answer} = negotiate!(specter, a, b)
+      assert sdp(offer) =~ ~r/a=group:BUNDLE 0 1 2/
+
+      # A socket that stands for the remote's other sockets: ICE must never check it.
+      {:ok, decoy} = :gen_udp.open(0, [:binary, ip: {127, 0, 0, 1}, active: true])
+      {:ok, decoy_port} = :inet.port(decoy)
+      base = "candidate:9 1 udp 2122252543 127.0.0.1 #{decoy_port} typ host"
+
+      for {c, mid, index} <- [
+            {base, "1", 1},
+            {base, "2", 2},
+            {String.replace(base, "candidate:9 1 ", "candidate:9 2 "), "0", 0}
+          ] do
+        json = %{"candidate" => c, "sdpMid" => mid, "sdpMLineIndex" => index}
+        :ok = PeerConnection.add_ice_candidate(specter, a, json)
+        assert_receive {:ok, ^a, :add_ice_candidate}
+      end
+
+      assert :ok = PeerConnection.await_connected(specter, [a, b], 5_000)
+      refute_receive {:udp, ^decoy, _, _, _}, 300
+
+      :ok = PeerConnection.get_stats(specter, a, format: :map)
+      assert_receive {:stats, ^a, stats}
+      refute Enum.any?(Map.values(stats), &(&1["port"] == decoy_port)), inspect(stats)
+      :gen_udp.close(decoy)
+    end
+  end
+
   describe "a connectivity check that arrives before the answer" do
     test "is answered as soon as the remote description is applied", %{specter: specter} do
       a = new_pc!(specter)

@@ -131,6 +131,30 @@ pub fn candidate_context(sdp: &str) -> Option<(String, Option<String>)> {
     mid.map(|m| (m, ufrag))
 }
 
+/// Whether a remote candidate belongs to the transport a connection actually uses, given the
+/// remote description's SDP: component 1 (RTCP is always multiplexed), and, when the
+/// description bundles its media sections (`a=group:BUNDLE`), the BUNDLE-tag section (the
+/// group's first mid, RFC 8843 §7; named by `sdpMid`, or by `sdpMLineIndex` when the mid is
+/// absent). A candidate with neither is taken as the tag's.
+pub fn on_bundle_transport(sdp: &str, candidate: &RTCIceCandidateInit) -> bool {
+    let body = candidate.candidate.strip_prefix("candidate:").unwrap_or(&candidate.candidate);
+    if body.split_whitespace().nth(1).is_some_and(|component| component != "1") {
+        return false;
+    }
+    let Some(tag) = sdp.lines().find_map(|l| {
+        l.trim_end().strip_prefix("a=group:BUNDLE").and_then(|g| g.split_whitespace().next())
+    }) else {
+        return true;
+    };
+    match (&candidate.sdp_mid, candidate.sdp_mline_index) {
+        (Some(mid), _) if !mid.is_empty() => mid == tag,
+        (_, Some(index)) => {
+            media_kinds(sdp).iter().position(|(mid, _)| mid == tag) == Some(usize::from(index))
+        }
+        _ => true,
+    }
+}
+
 /// The kind (`"audio"`, `"video"`, `"application"`) of each media section, by mid.
 pub fn media_kinds(sdp: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -342,6 +366,28 @@ mod tests {
         // Nothing to drop: the description's own JSON.
         let plain = parse_description(&json!({"type": "answer", "sdp": SDP})).unwrap();
         assert_eq!(local_description_json(&plain), description_json(&plain));
+    }
+
+    #[test]
+    fn only_component_1_of_the_bundle_tag_is_on_the_transport() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1 2\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP x\r\na=mid:2\r\n";
+        let cand = |c: &str, mid: Option<&str>, index: Option<u16>| RTCIceCandidateInit {
+            candidate: format!("candidate:1 {c} udp 2122252543 127.0.0.1 5000 typ host"),
+            sdp_mid: mid.map(str::to_owned),
+            sdp_mline_index: index,
+            username_fragment: None,
+            url: None,
+        };
+        assert!(on_bundle_transport(sdp, &cand("1", Some("0"), Some(0))));
+        assert!(!on_bundle_transport(sdp, &cand("2", Some("0"), Some(0))));
+        assert!(!on_bundle_transport(sdp, &cand("1", Some("1"), Some(1))));
+        assert!(!on_bundle_transport(sdp, &cand("1", None, Some(2))));
+        assert!(on_bundle_transport(sdp, &cand("1", None, Some(0))));
+        assert!(on_bundle_transport(sdp, &cand("1", None, None)));
+        // Not bundled: every section has its own transport; only the component matters.
+        let unbundled = sdp.replace("a=group:BUNDLE 0 1 2\r\n", "");
+        assert!(on_bundle_transport(&unbundled, &cand("1", Some("1"), Some(1))));
     }
 
     /// Bounded fuzz: random mutations of valid inputs never panic.

@@ -245,7 +245,9 @@ fn pc_add_ice_candidate(
         let candidate = parse_candidate(candidate)?;
         let wake = Arc::clone(&h.events.wake);
         h.run(env.pid(), atoms::add_ice_candidate_error(), move |pc| async move {
-            if !quirks::learned_as_prflx(&pc, &candidate).await {
+            if quirks::belongs_to_transport(&pc, &candidate).await
+                && !quirks::learned_as_prflx(&pc, &candidate).await
+            {
                 pc.add_ice_candidate(candidate).await.map_err(|e| Error::from_candidate(&e))?;
             }
             wake.nudge();

@@ -193,6 +193,27 @@ pub async fn learned_as_prflx(
     })
 }
 
+/// **Candidates of other transports.** A remote that has not yet learned that BUNDLE was
+/// accepted (Firefox offering with the `balanced` policy) trickles candidates for every media
+/// section and for RTCP's component 2, each on a socket of its own. webrtc-rs 0.21.1 adds
+/// them all to the connection's one ICE agent, whatever their m-line and component, and may
+/// then select a pair whose remote socket is not the one the remote's DTLS uses: ICE
+/// connects, DTLS never does. Only the BUNDLE-tag section's component-1 candidates are
+/// added (RFC 8843 §7, RFC 8839 §5.1); the others are acknowledged and ignored, as a browser
+/// does. A candidate that comes before any remote description is passed on (webrtc-rs then
+/// refuses it as before).
+/// Test: `negotiation_test.exs`, "candidates of other m-lines and of component 2 are
+/// ignored"; `signalling.rs` unit test; `firefox_room_test.exs` (`:ice_selected_pair_mismatch`).
+pub async fn belongs_to_transport(
+    pc: &Arc<dyn PeerConnection>,
+    candidate: &RTCIceCandidateInit,
+) -> bool {
+    match pc.remote_description().await {
+        Some(remote) => specter_core::signalling::on_bundle_transport(&remote.sdp, candidate),
+        None => true,
+    }
+}
+
 /// **Dangling candidate ids in stats.** webrtc-rs 0.21.1 names candidate stats
 /// `RTCLocalIceCandidate_<id>` / `RTCRemoteIceCandidate_<id>` but has candidate pairs refer
 /// to them as `<id>`, so W3C's `localCandidateId`/`remoteCandidateId` dangle. Point them at
