@@ -28,15 +28,22 @@ defmodule Specter.NegotiationTest do
     complete
   end
 
+  # `a` offers a complete description (in `sa`), `b` applies it and answers (in `sb`);
+  # `b`'s answer is not applied yet. Returns `{offer, answer}`.
+  defp offer_complete!(sa, a, sb, b) do
+    :ok = PeerConnection.create_offer(sa, a)
+    assert_receive {:offer, ^a, offer}, 5_000
+    offer = complete_local!(sa, a, offer)
+    :ok = PeerConnection.set_remote_description(sb, b, offer)
+    assert_receive {:ok, ^b, :set_remote_description}, 5_000
+    :ok = PeerConnection.create_answer(sb, b)
+    assert_receive {:answer, ^b, answer}, 5_000
+    {offer, answer}
+  end
+
   # Offer/answer with complete descriptions only: no candidate is ever trickled.
   defp negotiate_complete!(specter, a, b) do
-    :ok = PeerConnection.create_offer(specter, a)
-    assert_receive {:offer, ^a, offer}, 5_000
-    offer = complete_local!(specter, a, offer)
-    :ok = PeerConnection.set_remote_description(specter, b, offer)
-    assert_receive {:ok, ^b, :set_remote_description}, 5_000
-    :ok = PeerConnection.create_answer(specter, b)
-    assert_receive {:answer, ^b, answer}, 5_000
+    {offer, answer} = offer_complete!(specter, a, specter, b)
     answer = complete_local!(specter, b, answer)
     :ok = PeerConnection.set_remote_description(specter, a, answer)
     assert_receive {:ok, ^a, :set_remote_description}, 5_000
@@ -125,13 +132,7 @@ defmodule Specter.NegotiationTest do
       a = new_pc!(specter)
       b = new_pc!(server)
       {:ok, dc} = DataChannel.create(specter, a, "chat")
-      :ok = PeerConnection.create_offer(specter, a)
-      assert_receive {:offer, ^a, offer}
-      offer = complete_local!(specter, a, offer)
-      :ok = PeerConnection.set_remote_description(server, b, offer)
-      assert_receive {:ok, ^b, :set_remote_description}
-      :ok = PeerConnection.create_answer(server, b)
-      assert_receive {:answer, ^b, answer}
+      {_offer, answer} = offer_complete!(specter, a, server, b)
       assert sdp(answer) =~ "a=setup:passive\r\n"
       answer = complete_local!(server, b, answer)
       :ok = PeerConnection.set_remote_description(specter, a, answer)
@@ -293,13 +294,7 @@ defmodule Specter.NegotiationTest do
       a = new_pc!(specter)
       b = new_pc!(specter)
       {:ok, _} = DataChannel.create(specter, a, "chat")
-      :ok = PeerConnection.create_offer(specter, a)
-      assert_receive {:offer, ^a, offer}
-      offer = complete_local!(specter, a, offer)
-      :ok = PeerConnection.set_remote_description(specter, b, offer)
-      assert_receive {:ok, ^b, :set_remote_description}
-      :ok = PeerConnection.create_answer(specter, b)
-      assert_receive {:answer, ^b, answer}
+      {_offer, answer} = offer_complete!(specter, a, specter, b)
       :ok = PeerConnection.set_local_description(specter, b, answer)
       assert_receive {:ok, ^b, :set_local_description}
       # a learns b's address only from b's checks.
