@@ -76,6 +76,8 @@
     while (state.id) {
       let res;
       try { res = await fetch(`/wait?peer_id=${state.id}`); } catch (e) {
+        // Leaving ends the wait in flight: that is no error.
+        if (!state.id) return;
         state.errors.push(String(e)); await new Promise((r) => setTimeout(r, 500)); continue;
       }
       if (!res.ok) { state.id = null; setStatus(`disconnected (${res.status})`); return; }
